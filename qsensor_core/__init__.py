@@ -1,0 +1,1 @@
+"""Parts shared by the Pi service and the topside: sensor driver, simulator, recorder, clock."""
