@@ -1,0 +1,1 @@
+"""Drift model between the two clocks and the fused table (not built yet)."""
