@@ -71,3 +71,40 @@ BANNER_POLLED_START = "Entering polled mainline sampling"
 # Fixed marker fields of the `^` settings line (index -> literal).
 SETTINGS_MARKERS = {4: "E", 6: "G", 7: "H"}
 SETTINGS_MIN_FIELDS = 17
+
+# Timing of the menu loop (seconds on the device's clock).
+MENU_DELAY_S = 1.0  # after entering the menu and after every command, before the menu prints
+SELECTION_ENTER_KEYS = (b"\r", b"\n")  # skipped right after a selection letter and in the menu
+
+# Menu lines (the first and the last are MENU_TITLE and MENU_PROMPT).
+MENU_MODEL = "Model: {serial}"
+MENU_AVERAGING = "A to set number of samples averaged before update: {n}"
+MENU_BAUD = "B to set the baudrate, now: {baud}"
+MENU_CALFACTOR = "C to set the calibration factor, now: {calfactor}"
+MENU_DESCRIPTION = "D to set the description, now: {description}"
+MENU_IMMERSION = "F to set the immersion factor, now: {immersion}"
+MENU_DARK = "I to set the dark value, now: {dark}"
+MENU_MODE = (
+    "M to set the operating mode (0=streaming, 1=polled with tag= {tag}) currently {mode}"
+)
+MENU_OUTPUTS = OUTPUTS_MENU_PREFIX + ", temperature is {temp}, line voltage is {vin}"
+MENU_PREAMBLE = "P to set the preamble, now: {preamble}"
+MENU_ADC_RATE = "R to set ADC sample rate: {rate}"
+MENU_RESTART = "X to restart sampling"
+MENU_SETTINGS = "^ to list all settings"
+OUTPUT_ENABLED, OUTPUT_DISABLED = "enabled", "disabled"
+
+# Sign-on banner (printed at power-on and reset unless quiet, and on entering the menu).
+BANNER_UNIT_ID = "Unit ID {serial}"
+BANNER_FREERUN = "Operating in free run mode"
+BANNER_POLLED = "Operating in polled mode with tag of {tag}"
+BANNER_ADC = "ADC sample rate {rate}, gain {gain}"
+BANNER_AVERAGING = "Averaging {n} readings"
+BANNER_TEMPERATURE = "Sensor temperature: {temp} C"
+BANNER_SUPPLY = "Input Supply Voltage: {vin}v"
+BANNER_CALFACTOR = "Calfactor: {calfactor}{units}"
+BANNER_ADC_OK = "ADC OK"
+
+# Settings line (`^`): fields after the ADC rate.
+SETTINGS_TEMP_MARKER = "S"
+SETTINGS_VIN_MARKER = "V"

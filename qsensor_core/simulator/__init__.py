@@ -1,0 +1,1 @@
+"""A firmware-faithful Q-Series sensor on a pseudo-terminal, for tests, demos and drills."""
