@@ -89,3 +89,16 @@ class DriverEvent:
     line_kind: LineKind | None = None
     gap_s: float | None = None  # for link_restored: time without data
     last_seq_before_gap: int | None = None
+
+
+class DriverStats(BaseModel):
+    """Counters of one driver connection; `lines` == `data` + the sum of `rejected`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    lines: int = 0  # non-blank lines received and classified
+    data: int = 0  # accepted as readings
+    rejected: dict[LineKind, int] = {}  # non-data lines per kind
+    reconnects: int = 0  # automatic reconnects that succeeded
+    polls: int = 0  # polled-mode queries sent
+    missed_polls: int = 0  # queries whose reply did not come within the reply timeout

@@ -52,7 +52,7 @@ ADC_RATE_INVALID = "Invalid rate!!! Command is ignored."  # no line break follow
 ADC_RATE_INVALID_PAUSE_S = 5.0
 
 # Operating mode (`M`).
-MODE_PROMPT_1 = "Set operating mode. Mode 0 is freerun, 1 is polled. Polled require a TAG to be defined"
+MODE_PROMPT_1 = "Set operating mode. Mode 0 is freerun, 1 is polled. Polled require a TAG to be defined"  # noqa: E501
 MODE_PROMPT_2 = "Enter the operating mode number: "
 TAG_PROMPT_1 = "Enter the single character that will be the tag used in polling (A-F) UPPER case"
 TAG_PROMPT_2 = "Note tags G-Z may not be supported in some Biospherical acquisition software : "
