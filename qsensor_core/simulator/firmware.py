@@ -362,14 +362,11 @@ class Firmware:
                 return byte
 
     def _skip_enter(self) -> Generator[_Action, int | None, None]:
-        """Drop the CR, LF or CRLF that follows a selection letter."""
-        for expected in (_ENTER_KEYS, (_ENTER_KEYS[1],)):
-            byte = yield _Read(until=self._t + EOL_SKIP_WINDOW_S, peek=True)
-            if byte not in expected:
-                return
+        """Drop the CR or LF that follows a selection letter (an LF after it is harmless:
+        number input and the menu both ignore LF)."""
+        byte = yield _Read(until=self._t + EOL_SKIP_WINDOW_S, peek=True)
+        if byte in _ENTER_KEYS:
             yield _Read(until=None)
-            if byte != _ENTER_KEYS[0]:
-                return
 
     def _read_number(self) -> Generator[_Action, int | None, str]:
         """Typed characters, echoed, up to CR; there is no timeout (the real device hangs too)."""
