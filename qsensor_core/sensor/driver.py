@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qsensor_core.clock import SYSTEM_CLOCK, Clock
@@ -113,16 +113,18 @@ class _Polls:
     consecutive_missed: int = 0
 
 
+def _zero_per_kind() -> dict[LineKind, int]:
+    return {kind: 0 for kind in LineKind if kind is not LineKind.DATA}
+
+
 @dataclass(slots=True)
 class _Counters:
     lines: int = 0
     data: int = 0
+    rejected: dict[LineKind, int] = field(default_factory=_zero_per_kind)
     reconnects: int = 0
     polls: int = 0
     missed_polls: int = 0
-
-    def __post_init__(self) -> None:
-        self.rejected = {kind: 0 for kind in LineKind if kind is not LineKind.DATA}
 
 
 def _is_menu_prompt(text: str) -> bool:
@@ -132,6 +134,10 @@ def _is_menu_prompt(text: str) -> bool:
 def _contains(*texts: str) -> Callable[[str], bool]:
     needles = tuple(t.strip() for t in texts)
     return lambda line: any(n in line for n in needles)
+
+
+def _equals(text: str) -> Callable[[str], bool]:
+    return lambda line: line.strip() == text
 
 
 def _either(*matches: Callable[[str], bool]) -> Callable[[str], bool]:
@@ -679,7 +685,7 @@ class SensorDriver:
         )
         ok = protocol.AVERAGING_OK.format(n=n)
         invalid = _contains(protocol.AVERAGING_INVALID)
-        answer = link.expect(_either(ok.__eq__, invalid), self._t.prompt_s, partial=invalid)
+        answer = link.expect(_either(_equals(ok), invalid), self._t.prompt_s, partial=invalid)
         if answer is None:
             self._expect_menu(pause_s, "A")
             raise SensorTimeout(f"{self.port}: no answer to averaging {n}")
@@ -702,7 +708,7 @@ class SensorDriver:
         )
         ok = protocol.ADC_RATE_OK.format(r=rate)
         invalid = _contains(protocol.ADC_RATE_INVALID)
-        answer = link.expect(_either(ok.__eq__, invalid), self._t.prompt_s, partial=invalid)
+        answer = link.expect(_either(_equals(ok), invalid), self._t.prompt_s, partial=invalid)
         if answer is None:
             self._expect_menu(pause_s, "R")
             raise SensorTimeout(f"{self.port}: no answer to ADC rate {rate}")

@@ -2,8 +2,9 @@
 
 The device ends lines with CRLF, but several prompts end without any line break; the link
 exposes that unterminated tail so the driver can answer it, and never passes half a line on
-as a whole one. Every received line goes to the sink exactly once, stamped on arrival; lines
-of the current exchange are also kept so the driver can wait for a particular answer.
+as a whole one (the device echoes an answer onto its prompt's line, which then completes).
+Every received line goes to the sink exactly once, stamped on arrival; lines of the current
+exchange are also kept so the driver can wait for a particular answer.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class LineBuffer:
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._tail = bytearray()
         self._max = max_line_bytes
+        self._lines = 0  # complete lines so far: a new one restarts the tail
+        self._mark = (0, 0)  # (lines, tail length) when the tail was last looked at
 
     def feed(self, data: bytes) -> list[str]:
         self._tail += data
@@ -49,6 +52,7 @@ class LineBuffer:
         while len(self._tail) > self._max:
             lines.append(decode_line(bytes(self._tail[: self._max])))
             del self._tail[: self._max]
+        self._lines += len(lines)
         return lines
 
     @property
@@ -56,15 +60,16 @@ class LineBuffer:
         """The partial line received so far (a prompt the device printed without CRLF)."""
         return decode_line(bytes(self._tail))
 
-    def take_pending(self) -> str:
-        """Consume the partial line as a whole one, once the driver has acted on it.
+    @property
+    def unseen_pending(self) -> str:
+        """The part of the partial line that arrived after the last `mark`."""
+        lines, length = self._mark
+        start = length if lines == self._lines else 0
+        return decode_line(bytes(self._tail[start:]))
 
-        The device prints nothing after a prompt until it is answered, so what follows the
-        answer starts a new line; a late CRLF for the taken text only yields a blank line.
-        """
-        text = self.pending
-        self._tail.clear()
-        return text
+    def mark(self) -> None:
+        """The partial line so far has been acted on: it must not answer anything again."""
+        self._mark = (self._lines, len(self._tail))
 
 
 class SerialLink:
@@ -116,12 +121,13 @@ class SerialLink:
     def begin_exchange(self) -> None:
         """Forget earlier lines: only what arrives from now on can answer the next command."""
         self._unexamined.clear()
+        self._buffer.mark()
 
     def expect(self, match: Match, timeout_s: float, *, partial: Match | None = None) -> str | None:
         """The first line of this exchange that `match`es, or None after `timeout_s`.
 
         `partial` is tested on the unterminated tail, for prompts printed without a line
-        break; a match there is consumed as a whole line (and passed to the sink).
+        break; a match there is marked as seen (the line reaches the sink once it completes).
         """
         deadline = time.monotonic() + timeout_s
         while True:
@@ -129,11 +135,10 @@ class SerialLink:
                 line = self._unexamined.popleft()
                 if match(line):
                     return line
-            pending = self._buffer.pending
+            pending = self._buffer.unseen_pending
             if partial is not None and pending and partial(pending):
-                line = self._buffer.take_pending()
-                self._sink(line, *self._clock.now())
-                return line
+                self._buffer.mark()
+                return pending
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -144,7 +149,7 @@ class SerialLink:
         deadline = time.monotonic() + quiet_s
         while (remaining := deadline - time.monotonic()) > 0:
             lines = self.pump(min(remaining, self._read_s))
-            if any(line.strip() for line in lines) or self._buffer.pending.strip():
+            if any(line.strip() for line in lines) or self._buffer.unseen_pending.strip():
                 return False
         return True
 
