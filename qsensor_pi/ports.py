@@ -1,0 +1,55 @@
+"""Serial port discovery and validation of port names given over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from serial.tools import list_ports
+
+from qsensor_pi.errors import InvalidArgument, NotFound
+
+BY_ID_DIR = Path("/dev/serial/by-id")
+_PORT_PATTERN = re.compile(r"^/dev/[A-Za-z0-9._:+@/-]{1,200}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PortInfo:
+    port: str  # the name to connect with: stable /dev/serial/by-id/... when there is one
+    device: str
+    description: str
+    hwid: str
+
+
+def _by_id_names() -> dict[str, str]:
+    """Real device path -> its stable by-id symlink (survives re-enumeration of USB)."""
+    names: dict[str, str] = {}
+    if BY_ID_DIR.is_dir():
+        for link in sorted(BY_ID_DIR.iterdir()):
+            names.setdefault(os.path.realpath(link), str(link))
+    return names
+
+
+def list_serial_ports() -> list[PortInfo]:
+    by_id = _by_id_names()
+    found = []
+    for p in list_ports.comports():
+        real = os.path.realpath(p.device)
+        found.append(PortInfo(by_id.get(real, p.device), p.device, p.description, p.hwid))
+    return sorted(found, key=lambda info: info.port)
+
+
+def check_port(port: str) -> str:
+    """A port named over HTTP must be a character device under /dev; no other file is opened."""
+    if not _PORT_PATTERN.fullmatch(port) or "/../" in f"{port}/":
+        raise InvalidArgument(f"not a serial device path: {port!r} (expected /dev/...)")
+    try:
+        mode = os.stat(port).st_mode
+    except OSError as exc:
+        raise NotFound(f"no such serial port: {port}") from exc
+    if not stat.S_ISCHR(mode):
+        raise InvalidArgument(f"{port} is not a character device")
+    return port

@@ -1,0 +1,155 @@
+"""Pure conversions of driver and recorder objects into the API's JSON shapes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qsensor_core.recording.manifest import ChunkInfo, Manifest
+from qsensor_core.recording.recorder import MarkerRow, RecorderStatus
+from qsensor_core.sensor.driver import SensorDriver
+from qsensor_core.sensor.models import SensorConfig
+from qsensor_pi.events import Event
+
+
+def connect_answer(driver: SensorDriver, config: SensorConfig) -> dict[str, Any]:
+    return {
+        "status": "connected",
+        "sensor_id": config.serial_number,
+        "port": driver.port,
+        "baud": driver.baud,
+    }
+
+
+def config_answer(config: SensorConfig) -> dict[str, Any]:
+    return {
+        "averaging": config.averaging,
+        "adc_rate_hz": config.adc_rate,
+        "mode": config.mode,
+        "tag": config.tag,
+        "sample_period_s": config.nominal_period_s,
+        "serial_number": config.serial_number,
+        "firmware": config.firmware,
+        "temp_output": config.temp_output,
+        "vin_output": config.vin_output,
+    }
+
+
+def driver_stats(driver: SensorDriver) -> dict[str, object]:
+    stats = driver.stats
+    return {
+        "lines": stats.lines,
+        "data": stats.data,
+        "rejected": {str(kind): n for kind, n in stats.rejected.items()},
+        "reconnects": stats.reconnects,
+        "polls": stats.polls,
+        "missed_polls": stats.missed_polls,
+    }
+
+
+def chunk_json(chunk: ChunkInfo) -> dict[str, Any]:
+    return {
+        "index": chunk.index,
+        "name": chunk.name,
+        "size_bytes": chunk.size_bytes,
+        "sha256": chunk.sha256,
+        "rows": chunk.rows,
+    }
+
+
+def chunk_sealed_event(session_id: str, chunk: ChunkInfo) -> Event:
+    """The SSE event a mirror resumes from: id `<session_id>/<index>`."""
+    return Event(
+        "chunk_sealed",
+        {"session_id": session_id, **chunk_json(chunk)},
+        id=f"{session_id}/{chunk.index}",
+    )
+
+
+def sealed_chunks(manifest: Manifest) -> list[dict[str, Any]]:
+    return [chunk_json(c) for c in manifest.chunks]
+
+
+def chunk_sha256(manifest: Manifest, name: str) -> str | None:
+    for chunk in manifest.chunks:
+        if chunk.name == name:
+            return chunk.sha256
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stop_answer(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "session_id": manifest.session_id,
+        "stopped_at": manifest.stopped_at,
+        "chunks": manifest.totals.chunks,
+        "rows": manifest.totals.rows,
+    }
+
+
+def live_status(status: RecorderStatus) -> dict[str, Any]:
+    return {
+        "session_id": status.session_id,
+        "state": status.state,
+        "rows": status.rows,
+        "bytes": status.bytes,
+        "last_chunk_index": status.last_chunk_index,
+        "backlog": status.backlog,
+    }
+
+
+def manifest_status(manifest: Manifest) -> dict[str, Any]:
+    last = manifest.chunks[-1].index if manifest.chunks else None
+    return {
+        "session_id": manifest.session_id,
+        "state": manifest.state,
+        "rows": manifest.totals.rows,
+        "bytes": manifest.totals.bytes,
+        "last_chunk_index": last,
+        "backlog": 0,
+    }
+
+
+def session_json(manifest: Manifest, status: RecorderStatus | None = None) -> dict[str, Any]:
+    """A listing entry; a live recorder's status beats the manifest (rewritten per seal)."""
+    if status is not None:
+        rows, size, open_chunk = status.rows, status.bytes, status.open_chunk
+        state = status.state
+    else:
+        rows, size, open_chunk = manifest.totals.rows, manifest.totals.bytes, manifest.open_chunk
+        state = manifest.state
+    return {
+        "session_id": manifest.session_id,
+        "state": state,
+        "mission": manifest.mission,
+        "started_at": manifest.started_at,
+        "stopped_at": manifest.stopped_at,
+        "rows": rows,
+        "chunks": manifest.totals.chunks,
+        "bytes": size,
+        "open_chunk": open_chunk,
+    }
+
+
+def marker_answer(row: MarkerRow) -> dict[str, Any]:
+    return {
+        "status": "injected",
+        "timestamp": row.timestamp,
+        "pi_monotonic_ns": row.mono_ns,
+        "seq": row.seq,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TailAnswer:
+    data: bytes
+    headers: dict[str, str]
