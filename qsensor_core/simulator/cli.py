@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         Simulator(settings, options).run(ready)
-    except FileExistsError as exc:
+    except OSError as exc:  # the link cannot be made, the state or truth file cannot be written
         print(f"qsensor-sim: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qsensor_core.simulator.firmware import DeviceSettings, Firmware
+from qsensor_core.simulator.firmware import DeviceSettings, Firmware, Output
 from qsensor_core.simulator.values import USB_TICK_S, UsbLatency, ValueModel, garbage_line
 
 HUP_POLL_S = 0.02  # how often a closed port is checked for a client opening it
@@ -246,7 +246,7 @@ class Simulator:
             connected = self._deliver(now)
             self._wait(wake_fd, connected)
 
-    def _accept(self, outputs: list) -> None:
+    def _accept(self, outputs: list[Output]) -> None:
         for out in outputs:
             self._outbox.append((self._usb.deliver_at(out.at), out.data, out.is_data))
             if out.is_data and self._rng.random() < self._options.garbage_rate:

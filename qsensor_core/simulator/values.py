@@ -25,8 +25,8 @@ _TEMP_WANDER_SD, _TEMP_WANDER_TAU_S = 0.15, 300.0
 _TEMP_DITHER_SD = 0.05
 _TEMP_STEP_C = 0.4155  # one ADC step of the temperature channel
 
-_VIN_CENTRE_RANGE = (7.49, 7.52)
-_VIN_NOISE_SD = 0.008
+_VIN_CENTRE_RANGE = (7.495, 7.515)
+_VIN_NOISE_SD = 0.006
 _VIN_STEP_V = 0.0208
 _VIN_ORIGIN_V = 7.494  # a level of the supply channel
 
