@@ -255,17 +255,18 @@ class Simulator:
     def _deliver(self, now: float) -> bool:
         """Write what is due; returns whether a client has the port open."""
         port = self._port
-        connected = port is not None and port.client_open()
+        due = []
         while self._outbox and self._outbox[0][0] <= now:
-            _, data, is_data = self._outbox.popleft()
-            if connected and port is not None:
-                port.queue(data, data if is_data else None)
-        if port is not None:
-            if connected:
-                port.flush(self._wrote_line)
-            else:
-                port.drop_backlog()
-        return connected
+            due.append(self._outbox.popleft())
+        if port is None:
+            return False
+        if not port.client_open():
+            port.drop_backlog()  # nobody listens: what the device prints now is lost
+            return False
+        for _, data, is_data in due:
+            port.queue(data, data if is_data else None)
+        port.flush(self._wrote_line)
+        return True
 
     def _wrote_line(self, line: bytes) -> None:
         if self._truth:
