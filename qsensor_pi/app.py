@@ -13,7 +13,14 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from qsensor_core.clock import Clock
-from qsensor_core.recording import DiskFullError
+from qsensor_core.recording import (
+    ChunkFormatError,
+    DiskFullError,
+    InvalidName,
+    ManifestError,
+    NotFound,
+    RecorderStopped,
+)
 from qsensor_core.sensor.driver import (
     CommandRejected,
     InvalidState,
@@ -34,6 +41,11 @@ log = logging.getLogger("qsensor_pi")
 _ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (ServiceError, 0),  # carries its own status code
     (DiskFullError, 507),
+    (NotFound, 404),
+    (InvalidName, 404),  # names outside the allow-list: as absent as any other
+    (RecorderStopped, 409),
+    (ManifestError, 409),
+    (ChunkFormatError, 409),
     (SensorTimeout, 504),
     (NotConnected, 409),
     (InvalidState, 409),

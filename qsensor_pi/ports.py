@@ -13,7 +13,12 @@ from serial.tools import list_ports
 from qsensor_pi.errors import InvalidArgument, NotFound
 
 BY_ID_DIR = Path("/dev/serial/by-id")
-_PORT_PATTERN = re.compile(r"^/dev/[A-Za-z0-9._:+@/-]{1,200}$")
+_PORT_PATTERN = re.compile(r"^/[A-Za-z0-9._:+@/-]{1,200}$")
+# Serial devices only: opening an arbitrary character device can have side effects (a
+# watchdog reboots the Pi when its device is closed), so the resolved target must be one.
+_SERIAL_DEVICE = re.compile(
+    r"^/dev/(tty(USB|ACM|S|AMA|SC|XRUSB|THS|mxc|O|LP)\d+|pts/\d+|rfcomm\d+)$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +48,14 @@ def list_serial_ports() -> list[PortInfo]:
 
 
 def check_port(port: str) -> str:
-    """A port named over HTTP must be a character device under /dev; no other file is opened."""
+    """A port named over HTTP must be (a link to) a serial device; no other file is opened."""
     if not _PORT_PATTERN.fullmatch(port) or "/../" in f"{port}/":
-        raise InvalidArgument(f"not a serial device path: {port!r} (expected /dev/...)")
+        raise InvalidArgument(f"not a serial port path: {port!r} (e.g. /dev/ttyUSB0)")
+    target = os.path.realpath(port)
     try:
-        mode = os.stat(port).st_mode
+        mode = os.stat(target).st_mode
     except OSError as exc:
         raise NotFound(f"no such serial port: {port}") from exc
-    if not stat.S_ISCHR(mode):
-        raise InvalidArgument(f"{port} is not a character device")
+    if not stat.S_ISCHR(mode) or not _SERIAL_DEVICE.fullmatch(target):
+        raise InvalidArgument(f"{port} ({target}) is not a serial device")
     return port

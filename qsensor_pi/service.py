@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from qsensor_core.clock import Clock, iso_utc
-from qsensor_core.recording import SessionRecorder, SessionStore
-from qsensor_core.recording.manifest import Manifest
+from qsensor_core.recording import InvalidName, Manifest, SessionRecorder, SessionStore
+from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
 from qsensor_core.sensor.driver import SensorDriver
 from qsensor_core.sensor.models import DriverEvent, DriverState, Reading, SensorConfig
 from qsensor_pi import views
-from qsensor_pi.errors import Conflict, InvalidArgument, NotFound
+from qsensor_pi.errors import Conflict, InvalidArgument, RangeNotSatisfiable
 from qsensor_pi.events import Event, EventHub
 from qsensor_pi.ports import check_port
 from qsensor_pi.readings import ReadingRing, reading_json
@@ -64,11 +64,12 @@ class PiService:
         self.settings = settings
         self.clock = clock
         self.hub = hub
-        self.store = SessionStore(settings.data_dir)
+        self.store = SessionStore(settings.data_dir, clock=clock)
         self.ring = ReadingRing(settings.recent_window_s)
         self._driver: SensorDriver | None = None
         self._recorder: SessionRecorder | None = None
         self._recorder_swap = threading.Lock()  # the recorder can also stop itself (disk full)
+        self._started_at: str | None = None  # of the active recording
         self._poll_hz: float | None = None
         self._last_error: str | None = None
         self._last_reading_event_ns = 0
@@ -390,7 +391,7 @@ class PiService:
                 "session_id": recorder.session_id,
                 "state": live.state,
                 "rows": live.rows,
-                "started_at": views.started_at(recorder),
+                "started_at": self._started_at,
             }
         return {
             "connected": self.driver_state != DriverState.DISCONNECTED,
@@ -461,7 +462,8 @@ class PiService:
         )
         with self._recorder_swap:
             self._recorder = recorder
-        started_at = views.started_at(recorder)
+        started_at = (await self._manifest(recorder.session_id)).started_at
+        self._started_at = started_at
         self.hub.publish(
             Event(
                 "session",
@@ -514,26 +516,38 @@ class PiService:
         return views.sealed_chunks(await self._manifest(session_id))
 
     async def sessions(self) -> list[dict[str, Any]]:
-        return [views.session_summary(s) for s in await _run(self.store.list_sessions)]
+        summaries = await _run(self.store.list_sessions)
+        recorder = self._recorder
+        live = await _run(recorder.status) if recorder is not None else None
+        out = []
+        for summary in summaries:
+            entry = views.summary_json(summary)
+            if live is not None and live.session_id == summary.session_id:
+                entry |= views.live_overlay(live)
+            out.append(entry)
+        return out
 
     async def sealed_file(self, session_id: str, name: str) -> tuple[Path, str]:
         """Path of an allow-listed file of a session and the sha256 a client should verify."""
-        manifest = await self._manifest(session_id)
-        try:
-            path = await _run(self.store.sealed_file, session_id, name)
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            raise NotFound(f"no sealed file {name!r} in session {session_id}") from exc
-        session_dir = (self.settings.data_dir / "sessions" / session_id).resolve()
-        if path.resolve().parent != session_dir or not path.is_file():
-            raise NotFound(f"no sealed file {name!r} in session {session_id}")
-        digest = views.chunk_sha256(manifest, name)
+        path = await _run(self.store.sealed_file, session_id, name)
+        digest = None
+        if name != MANIFEST_NAME:
+            digest = views.chunk_sha256(await self._manifest(session_id), name)
         if digest is None:
             digest = await _run(views.file_sha256, path)
         return path, digest
 
-    async def tail(self, session_id: str, index: int, offset: int) -> Any:
-        await self._manifest(session_id)
-        return await _run(views.read_tail, self.store, session_id, index, offset)
+    async def tail(self, session_id: str, index: int, offset: int) -> views.TailAnswer:
+        recorder = self._recorder
+        if recorder is not None and recorder.session_id == session_id:
+            await _run(recorder.flush)  # what was received so far is readable at once
+        try:
+            tail = await _run(self.store.read_tail, session_id, index, offset)
+        except InvalidName:
+            raise
+        except ValueError as exc:
+            raise RangeNotSatisfiable(str(exc)) from exc
+        return views.tail_answer(index, tail)
 
     async def sync_marker(self, request: SyncMarkerRequest) -> dict[str, Any]:
         recorder = self._recorder
@@ -568,20 +582,20 @@ class PiService:
         }
 
     async def replay_after(self, last_event_id: str) -> list[Event]:
-        """Sealed-chunk events after `<session_id>/<index>`, rebuilt from the manifests."""
+        """Sealed-chunk events after `<session_id>/<index>`, rebuilt from the manifests.
+
+        An id naming no known session replays every sealed chunk on disk.
+        """
         summaries = await _run(self.store.list_sessions)
-        events: list[Event] = []
         session_after, _, index_text = last_event_id.partition("/")
         after_index = int(index_text) if index_text.isdigit() else -1
-        known = {views.session_summary(s)["session_id"] for s in summaries}
-        reached = session_after not in known  # unknown id: replay everything
-        for summary in summaries:
-            sid = views.session_summary(summary)["session_id"]
-            if not reached and sid != session_after:
+        ids = [s.session_id for s in summaries if s.manifest_error is None]
+        start = ids.index(session_after) if session_after in ids else None
+        events: list[Event] = []
+        for position, session_id in enumerate(ids):
+            if start is not None and position < start:
                 continue
-            manifest = await self._manifest(sid)
-            for chunk in views.sealed_chunks(manifest):
-                if reached or chunk["index"] > after_index:
-                    events.append(views.chunk_sealed_event(sid, chunk))
-            reached = True
+            for chunk in (await self._manifest(session_id)).chunks:
+                if start is None or position > start or chunk.index > after_index:
+                    events.append(views.chunk_sealed_event(session_id, chunk))
         return events

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qsensor_core.recording.manifest import ChunkInfo, Manifest
-from qsensor_core.recording.recorder import MarkerRow, RecorderStatus
+from qsensor_core.recording import (
+    ChunkInfo,
+    Manifest,
+    MarkerRow,
+    RecorderStatus,
+    SessionSummary,
+    TailRead,
+    chunk_name,
+)
 from qsensor_core.sensor.driver import SensorDriver
 from qsensor_core.sensor.models import SensorConfig
 from qsensor_pi.events import Event
@@ -69,6 +76,7 @@ def chunk_sealed_event(session_id: str, chunk: ChunkInfo) -> Event:
 
 
 def sealed_chunks(manifest: Manifest) -> list[dict[str, Any]]:
+    """Sealed chunks of a session in order (the open one is never listed)."""
     return [chunk_json(c) for c in manifest.chunks]
 
 
@@ -119,25 +127,23 @@ def manifest_status(manifest: Manifest) -> dict[str, Any]:
     }
 
 
-def session_json(manifest: Manifest, status: RecorderStatus | None = None) -> dict[str, Any]:
-    """A listing entry; a live recorder's status beats the manifest (rewritten per seal)."""
-    if status is not None:
-        rows, size, open_chunk = status.rows, status.bytes, status.open_chunk
-        state = status.state
-    else:
-        rows, size, open_chunk = manifest.totals.rows, manifest.totals.bytes, manifest.open_chunk
-        state = manifest.state
+def summary_json(summary: SessionSummary) -> dict[str, Any]:
     return {
-        "session_id": manifest.session_id,
-        "state": state,
-        "mission": manifest.mission,
-        "started_at": manifest.started_at,
-        "stopped_at": manifest.stopped_at,
-        "rows": rows,
-        "chunks": manifest.totals.chunks,
-        "bytes": size,
-        "open_chunk": open_chunk,
+        "session_id": summary.session_id,
+        "state": summary.state,
+        "mission": summary.mission,
+        "started_at": summary.started_at,
+        "stopped_at": summary.stopped_at,
+        "rows": summary.rows,
+        "chunks": summary.chunks,
+        "bytes": summary.bytes,
+        "open_chunk": summary.open_chunk,
     }
+
+
+def live_overlay(status: RecorderStatus) -> dict[str, Any]:
+    """The live session's counts include its open chunk (the manifest only sealed ones)."""
+    return {"rows": status.rows, "bytes": status.bytes, "open_chunk": status.open_chunk}
 
 
 def marker_answer(row: MarkerRow) -> dict[str, Any]:
@@ -153,3 +159,16 @@ def marker_answer(row: MarkerRow) -> dict[str, Any]:
 class TailAnswer:
     data: bytes
     headers: dict[str, str]
+
+
+def tail_answer(index: int, tail: TailRead) -> TailAnswer:
+    headers = {
+        "X-Chunk-Name": chunk_name(index),
+        "X-Chunk-State": tail.state,
+        "X-Next-Offset": str(tail.next_offset),
+    }
+    if tail.state == "sealed":
+        headers["X-Chunk-Size"] = str(tail.size_bytes)
+        if tail.sha256 is not None:
+            headers["X-Content-SHA256"] = tail.sha256
+    return TailAnswer(tail.data, headers)
