@@ -220,3 +220,8 @@ def test_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
     with pytest.raises(SimulatorError, match="not a symlink"):
         SimulatorProcess(link=target).start()
     assert target.read_text() == "keep me"
+
+
+def test_process_rejects_unknown_options() -> None:
+    with pytest.raises(TypeError, match="bogus"):
+        SimulatorProcess(bogus=1)
