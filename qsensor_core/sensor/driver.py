@@ -630,7 +630,10 @@ class SensorDriver:
         link.begin_exchange()
         link.write(protocol.ESC)
         for _ in range(self._t.esc_attempts):
-            if link.expect(_is_menu_prompt, self._t.menu_s, partial=_is_menu_prompt) is None:
+            if (
+                link.expect(_is_menu_prompt, self._t.menu_s, partial=_is_menu_prompt, take=True)
+                is None
+            ):
                 link.write(protocol.CR + protocol.ESC)  # CR ends any half-typed number first
                 continue
             if not settle or link.quiet_for(self._t.settle_s):
@@ -639,7 +642,7 @@ class SensorDriver:
 
     def _expect_menu(self, timeout_s: float, after: str) -> None:
         link = self._writer()
-        if link.expect(_is_menu_prompt, timeout_s, partial=_is_menu_prompt) is None:
+        if link.expect(_is_menu_prompt, timeout_s, partial=_is_menu_prompt, take=True) is None:
             self._enter_menu(settle=True)
             raise SensorTimeout(f"{self.port}: menu did not return after {after}")
 
@@ -742,7 +745,7 @@ class SensorDriver:
                 raise CommandRejected(f"device refused mode {mode}: {found.strip()!r}")
             link.write(tag.encode("ascii"))
         done = _either(errors, _is_menu_prompt)
-        refusal = link.expect(done, self._t.menu_s, partial=done)
+        refusal = link.expect(done, self._t.menu_s, partial=done, take=True)
         if refusal is None:
             self._expect_menu(resync_s, "M")
             raise SensorTimeout(f"{self.port}: menu did not return after M")

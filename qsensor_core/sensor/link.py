@@ -71,6 +71,13 @@ class LineBuffer:
         """The partial line so far has been acted on: it must not answer anything again."""
         self._mark = (self._lines, len(self._tail))
 
+    def take_pending(self) -> str:
+        """Consume the partial line as a whole one: what the device prints next is a new line."""
+        text = self.pending
+        self._tail.clear()
+        self._lines += 1
+        return text
+
 
 class SerialLink:
     """One open port. Raises `LinkLost` on any I/O error or when the device path changes."""
@@ -123,11 +130,15 @@ class SerialLink:
         self._unexamined.clear()
         self._buffer.mark()
 
-    def expect(self, match: Match, timeout_s: float, *, partial: Match | None = None) -> str | None:
+    def expect(
+        self, match: Match, timeout_s: float, *, partial: Match | None = None, take: bool = False
+    ) -> str | None:
         """The first line of this exchange that `match`es, or None after `timeout_s`.
 
         `partial` is tested on the unterminated tail, for prompts printed without a line
-        break; a match there is marked as seen (the line reaches the sink once it completes).
+        break. A match there is marked as seen, so the device's echo of the answer completes
+        the prompt's line; with `take` it is consumed as a whole line at once instead (the
+        menu prompt: what follows a selection is a new line, echoed or not).
         """
         deadline = time.monotonic() + timeout_s
         while True:
@@ -137,8 +148,12 @@ class SerialLink:
                     return line
             pending = self._buffer.unseen_pending
             if partial is not None and pending and partial(pending):
-                self._buffer.mark()
-                return pending
+                if not take:
+                    self._buffer.mark()
+                    return pending
+                line = self._buffer.take_pending()
+                self._sink(line, *self._clock.now())
+                return line
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None

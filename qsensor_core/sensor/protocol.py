@@ -52,7 +52,9 @@ ADC_RATE_INVALID = "Invalid rate!!! Command is ignored."  # no line break follow
 ADC_RATE_INVALID_PAUSE_S = 5.0
 
 # Operating mode (`M`).
-MODE_PROMPT_1 = "Set operating mode. Mode 0 is freerun, 1 is polled. Polled require a TAG to be defined"  # noqa: E501
+MODE_PROMPT_1 = (
+    "Set operating mode. Mode 0 is freerun, 1 is polled. Polled require a TAG to be defined"
+)
 MODE_PROMPT_2 = "Enter the operating mode number: "
 TAG_PROMPT_1 = "Enter the single character that will be the tag used in polling (A-F) UPPER case"
 TAG_PROMPT_2 = "Note tags G-Z may not be supported in some Biospherical acquisition software : "
@@ -84,9 +86,7 @@ MENU_CALFACTOR = "C to set the calibration factor, now: {calfactor}"
 MENU_DESCRIPTION = "D to set the description, now: {description}"
 MENU_IMMERSION = "F to set the immersion factor, now: {immersion}"
 MENU_DARK = "I to set the dark value, now: {dark}"
-MENU_MODE = (
-    "M to set the operating mode (0=streaming, 1=polled with tag= {tag}) currently {mode}"
-)
+MENU_MODE = "M to set the operating mode (0=streaming, 1=polled with tag= {tag}) currently {mode}"
 MENU_OUTPUTS = OUTPUTS_MENU_PREFIX + ", temperature is {temp}, line voltage is {vin}"
 MENU_PREAMBLE = "P to set the preamble, now: {preamble}"
 MENU_ADC_RATE = "R to set ADC sample rate: {rate}"
