@@ -21,6 +21,7 @@ from qsensor_core.recording import (
     Manifest,
     ManifestError,
     NotFound,
+    OffsetOutOfRange,
     SessionRecorder,
     SessionStore,
     parse_chunk,
@@ -207,7 +208,7 @@ def test_bad_offsets_and_indices_are_refused(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     size = manifest.chunks[0].size_bytes
     assert store.read_tail(session_id, 0, size).data == b""
-    with pytest.raises(ValueError, match="past the end"):
+    with pytest.raises(OffsetOutOfRange, match="past the end"):
         store.read_tail(session_id, 0, size + 1)
     with pytest.raises(ValueError, match=">= 0"):
         store.read_tail(session_id, 0, -1)
@@ -232,6 +233,7 @@ def test_a_torn_line_in_the_open_chunk_is_never_returned(tmp_path: Path) -> None
         handle.write(b"2026-11-21T12:00:00.000000+00:00,Q-SN")
     tail = SessionStore(tmp_path).read_tail(recorder.session_id, 0, 0)
     assert (tail.state, tail.data, tail.next_offset) == ("open", complete, len(complete))
+    assert tail.name == "chunk_00000.csv"
     assert tail.size_bytes == len(complete) + 37 and tail.sha256 is None
 
 

@@ -17,6 +17,7 @@ from qsensor_core.recording.errors import (
     InvalidName,
     ManifestError,
     NotFound,
+    OffsetOutOfRange,
     RecorderStopped,
     RecordingError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "MarkerRow",
     "MarkerType",
     "NotFound",
+    "OffsetOutOfRange",
     "RecorderEvent",
     "RecorderStatus",
     "RecorderStopped",

@@ -37,6 +37,10 @@ class InvalidName(RecordingError, ValueError):
     """A file name outside the allow-list (path traversal, open chunk, unknown file)."""
 
 
+class OffsetOutOfRange(RecordingError, ValueError):
+    """A tail read from past the end of a chunk (an API answers 416)."""
+
+
 class ManifestError(RecordingError):
     """A manifest that is missing, unreadable or inconsistent."""
 

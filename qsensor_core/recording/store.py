@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from qsensor_core.clock import SYSTEM_CLOCK, Clock, iso_utc
-from qsensor_core.recording.errors import InvalidName, ManifestError, NotFound
+from qsensor_core.recording.errors import InvalidName, ManifestError, NotFound, OffsetOutOfRange
 from qsensor_core.recording.layout import (
     CHUNK_RE,
     MANIFEST_NAME,
@@ -74,7 +74,7 @@ class SessionSummary(BaseModel):
 class TailRead:
     """Complete lines of one chunk from `offset` on (the header is line one)."""
 
-    name: str  # the file read: `chunk_NNNNN.csv.open` or, once sealed, `chunk_NNNNN.csv`
+    name: str  # the chunk's name, `chunk_NNNNN.csv` (while open, its file has a `.open` suffix)
     state: Literal["open", "sealed"]
     offset: int
     data: bytes
@@ -173,7 +173,8 @@ class SessionStore:
         """Complete lines of chunk `index` from byte `offset` (0, or a previous next_offset).
 
         Reads the open chunk, or the sealed one once it has been renamed; ValueError for an
-        offset that is negative, past the end or not at the start of a line.
+        offset that is negative or not at the start of a line, OffsetOutOfRange (a ValueError)
+        for one past the end.
         """
         session_dir = self.session_dir(session_id)
         chunk_name(index)  # validates the index
@@ -183,7 +184,7 @@ class SessionStore:
         try:
             size = os.fstat(fd).st_size
             if offset > size:
-                raise ValueError(f"offset {offset} is past the end of {name} ({size} bytes)")
+                raise OffsetOutOfRange(f"offset {offset} is past the end of {name} ({size} bytes)")
             if offset and os.pread(fd, 1, offset - 1) != b"\n":
                 raise ValueError(f"offset {offset} is not at the start of a line of {name}")
             data = _read_lines(fd, offset, size, max_bytes)
@@ -192,7 +193,9 @@ class SessionStore:
                 sha256, rows = self._sealed_facts(session_dir, fd, index, size)
         finally:
             os.close(fd)
-        return TailRead(name, state, offset, data, offset + len(data), size, sha256, rows)
+        return TailRead(
+            chunk_name(index), state, offset, data, offset + len(data), size, sha256, rows
+        )
 
     def recover(self) -> list[str]:
         """Run at start-up, before any recorder: seal leftovers, mark sessions interrupted.
