@@ -196,6 +196,8 @@ def test_sigterm_removes_the_link_and_exits_zero(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.mark.parametrize(
@@ -225,3 +227,15 @@ def test_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
 def test_process_rejects_unknown_options() -> None:
     with pytest.raises(TypeError, match="bogus"):
         SimulatorProcess(bogus=1)
+
+
+def test_process_can_be_restarted_on_the_same_link(tmp_path: Path) -> None:
+    sim = SimulatorProcess(time_scale=FAST)
+    with sim:
+        first = os.readlink(sim.link)
+    assert not os.path.lexists(sim.link)
+    with sim:
+        assert os.readlink(sim.link).startswith("/dev/pts/")
+        assert sim.running
+    assert first.startswith("/dev/pts/")
+    assert sim.returncode == 0

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 STARTUP_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -70,22 +71,30 @@ class SimulatorProcess:
 
     def __init__(self, link: str | Path | None = None, **options: object) -> None:
         self._args = _cli_args(options)
-        self._tmpdir: str | None = None
+        self._tmpdir: Path | None = None  # ours: made on start, removed on stop
         if link is None:
-            self._tmpdir = tempfile.mkdtemp(prefix="qsensor-sim-")
-            link = Path(self._tmpdir) / "ttyQ"
+            self._tmpdir = Path(tempfile.mkdtemp(prefix="qsensor-sim-"))
+            link = self._tmpdir / "ttyQ"
         self.link = str(link)
         truth = options.get("truth_log")
         self.truth_log: Path | None = Path(str(truth)) if truth is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the child)
+        self._stderr: IO[bytes] | None = None  # a file: unlike a pipe it never blocks the child
 
     def start(self) -> SimulatorProcess:
+        """Start (or, after `stop`, restart) the simulator and wait for its link."""
+        if self._tmpdir is not None:
+            self._tmpdir.mkdir(exist_ok=True)
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed on exit or restart)
         cmd = [sys.executable, "-m", "qsensor_core.simulator", "--link", self.link, *self._args]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr)
         first = self._read_first_line(STARTUP_TIMEOUT_S)
         if first != self.link:
-            err = self._stop_and_collect_stderr()
+            self.stop()
+            err = self.stderr()
+            self._stderr.close()
             raise SimulatorError(f"qsensor-sim did not start (got {first!r}): {err}")
         return self
 
@@ -106,12 +115,10 @@ class SimulatorProcess:
                 buf += chunk
         return buf.split(b"\n", 1)[0].decode(errors="replace").strip()
 
-    def _stop_and_collect_stderr(self) -> str:
-        self.stop()
-        return self.stderr()
-
     def stderr(self) -> str:
-        """What the simulator wrote to stderr so far."""
+        """What the simulator last started wrote to stderr so far."""
+        if self._stderr is None or self._stderr.closed:
+            return ""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace").strip()
 
@@ -147,7 +154,6 @@ class SimulatorProcess:
             proc.stdout.close()
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
         return None if proc is None else proc.returncode
 
     def __enter__(self) -> SimulatorProcess:
@@ -160,4 +166,5 @@ class SimulatorProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-        self._stderr.close()
+        if self._stderr is not None:
+            self._stderr.close()
