@@ -1,0 +1,1 @@
+"""`make demo`: runs the system end to end on a simulated sensor, no hardware needed."""
