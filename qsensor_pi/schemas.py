@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qsensor_core.recording.csv_format import check_sync_id
+from qsensor_core.recording.recorder import ROLL_INTERVAL_MAX_S, ROLL_INTERVAL_MIN_S
 from qsensor_core.sensor import protocol
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -14,7 +15,23 @@ SYNC_ID_PATTERN = r"^[0-9a-fA-F-]{8,64}$"  # a UUID, or 8+ hex digits and dashes
 SessionId = Annotated[str, Field(pattern=SESSION_ID_PATTERN, description="a session id")]
 # Literal over the protocol's tuples: one source of truth, and enums in the OpenAPI schema.
 AdcRate = Literal[protocol.VALID_ADC_RATES]  # type: ignore[valid-type]
-Baud = Literal[protocol.VALID_BAUDS]  # type: ignore[valid-type]
+
+
+def _one_of(allowed: tuple[int, ...]) -> AfterValidator:
+    def check(value: int) -> int:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(map(str, allowed))}")
+        return value
+
+    return AfterValidator(check)
+
+
+# A query parameter arrives as text, which a Literal of ints would refuse: check the number.
+Baud = Annotated[
+    int,
+    _one_of(protocol.VALID_BAUDS),
+    Field(json_schema_extra={"enum": list(protocol.VALID_BAUDS)}),
+]
 
 
 class Strict(BaseModel):
@@ -34,7 +51,7 @@ class RecordStartRequest(Strict):
     rate_hz: float = Field(1.0, gt=0, le=500, description="poll rate when polled; else echoed")
     schema_version: int = Field(1, ge=1, le=1000)
     mission: str = Field("default", min_length=1, max_length=80, pattern=r"^[^\x00-\x1f\x7f]+$")
-    roll_interval_s: float = Field(60.0, ge=1, le=3600)
+    roll_interval_s: float = Field(60.0, ge=ROLL_INTERVAL_MIN_S, le=ROLL_INTERVAL_MAX_S)
 
 
 class RecordStopRequest(Strict):

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from qsensor_core.clock import Clock, iso_utc
-from qsensor_core.recording import InvalidName, Manifest, SessionRecorder, SessionStore
+from qsensor_core.recording import (
+    InvalidName,
+    Manifest,
+    RecordingError,
+    SessionRecorder,
+    SessionStore,
+)
 from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
 from qsensor_core.sensor.driver import SensorDriver
@@ -57,6 +63,16 @@ class ServiceSettings:
 
 async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def _command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A driver or recorder call; its ValueError means "argument refused before acting"."""
+    try:
+        return await run_in_threadpool(fn, *args, **kwargs)
+    except ValueError as exc:
+        if isinstance(exc, RecordingError):
+            raise
+        raise InvalidArgument(str(exc)) from exc
 
 
 class PiService:
@@ -97,7 +113,7 @@ class PiService:
             driver, self._driver = self._driver, None
             if driver is not None:
                 with contextlib.suppress(Exception):
-                    await _run(driver.disconnect)
+                    await _command(driver.disconnect)
 
     def _startup_target(self) -> tuple[str, int] | None:
         if self.settings.serial_port:
@@ -239,15 +255,15 @@ class PiService:
             if current is not None:
                 self._driver = None
                 with contextlib.suppress(Exception):
-                    await _run(current.disconnect)
+                    await _command(current.disconnect)
             driver = self._new_driver(port, baud)
             self._driver = driver
             try:
-                config = await _run(driver.connect)
+                config = await _command(driver.connect)
             except BaseException:
                 self._driver = None
                 with contextlib.suppress(Exception):
-                    await _run(driver.disconnect)
+                    await _command(driver.disconnect)
                 raise
             self._poll_hz = None
             self._last_error = None
@@ -283,7 +299,7 @@ class PiService:
                 driver, self._driver = self._driver, None
                 self._poll_hz = None
                 if driver is not None:
-                    await _run(driver.disconnect)
+                    await _command(driver.disconnect)
         self._publish_state("disconnected")
         return {"status": "disconnected", "session_id": stopped}
 
@@ -311,13 +327,13 @@ class PiService:
 
     async def _start_acquisition_locked(self, driver: SensorDriver, poll_hz: float | None) -> None:
         if driver.state == DriverState.PAUSED:
-            await _run(driver.resume)
+            await _command(driver.resume)
         elif self._require_config(driver).mode == "polled":
             hz = poll_hz if poll_hz is not None else 1.0
-            await _run(driver.start_polled, hz)
+            await _command(driver.start_polled, hz)
             self._poll_hz = hz
         else:
-            await _run(driver.start_freerun)
+            await _command(driver.start_freerun)
             self._poll_hz = None
         self._publish_state("acquisition_started")
 
@@ -327,7 +343,7 @@ class PiService:
             async with self._sensor_lock:
                 driver = self._require_driver()
                 if driver.state != DriverState.IDLE:
-                    await _run(driver.stop)
+                    await _command(driver.stop)
                 self._poll_hz = None
         self._publish_state("acquisition_stopped")
         return {"status": "stopped", "session_id": stopped}
@@ -335,14 +351,14 @@ class PiService:
     async def pause(self) -> dict[str, Any]:
         async with self._sensor_lock:
             driver = self._require_driver()
-            await _run(driver.pause)
+            await _command(driver.pause)
         self._publish_state("paused")
         return {"status": "paused"}
 
     async def resume(self) -> dict[str, Any]:
         async with self._sensor_lock:
             driver = self._require_driver()
-            await _run(driver.resume)
+            await _command(driver.resume)
         self._publish_state("resumed")
         return {"status": "resumed", "mode": self._require_config(driver).mode}
 
@@ -356,17 +372,19 @@ class PiService:
             config = self._require_config(driver)
             mode, tag = self._mode_change(request, config)
             if request.averaging is not None:
-                config = await _run(driver.set_averaging, request.averaging)
+                config = await _command(driver.set_averaging, request.averaging)
             if request.adc_rate_hz is not None:
-                config = await _run(driver.set_adc_rate, request.adc_rate_hz)
+                config = await _command(driver.set_adc_rate, request.adc_rate_hz)
             if mode is not None:
-                config = await _run(driver.set_mode, mode, tag)
+                config = await _command(driver.set_mode, mode, tag)
         self._publish_state("configured")
         return views.config_answer(config)
 
     @staticmethod
     def _mode_change(request: ConfigRequest, config: SensorConfig) -> tuple[Any, str | None]:
         mode = request.mode
+        if mode == "freerun" and request.tag is not None:
+            raise InvalidArgument("a tag applies to polled mode only")
         if mode is None and request.tag is not None:
             if config.mode != "polled":
                 raise InvalidArgument('a tag applies to polled mode: send "mode": "polled" too')
@@ -448,7 +466,7 @@ class PiService:
             "schema_version": request.schema_version,
             "poll_hz": self._poll_hz,
         }
-        recorder = await _run(
+        recorder = await _command(
             SessionRecorder.start,
             self.settings.data_dir,
             mission=request.mission,
@@ -554,7 +572,7 @@ class PiService:
         if recorder is None or recorder.session_id != request.session_id:
             await self._manifest(request.session_id)
             raise Conflict(f"session {request.session_id} is not recording")
-        row = await _run(
+        row = await _command(
             recorder.add_marker, request.marker_type, request.sync_id, request.periodic_sequence
         )
         answer = views.marker_answer(row)

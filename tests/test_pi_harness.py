@@ -6,6 +6,7 @@ The service runs either in a thread of the test process (`ServedApp`) or as its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 
 from qsensor_core.clock import Clock
@@ -35,6 +35,7 @@ class ServedApp:
     def __init__(self, settings: ServiceSettings, clock: Clock | None = None) -> None:
         self.app = create_app(settings, clock)
         self.service = self.app.state.service
+        self.sim: SimulatorProcess | None = None
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
@@ -126,16 +127,13 @@ def wait_readings(client: httpx.Client, count: int, timeout: float = 20) -> None
     wait_for(lambda: client.get("/status").json()["rows"] >= count, timeout, "no readings")
 
 
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(truth_log=tmp_path / "truth.csv", **FAST_SIM) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def served(tmp_path: Path, sim: SimulatorProcess) -> Iterator[ServedApp]:
-    """The service connected (at start-up) to the simulator, idle."""
-    settings = ServiceSettings(data_dir=tmp_path / "data", serial_port=sim.link)
-    with ServedApp(settings) as app, app.client() as client:
-        wait_connected(client)
-        yield app
+@contextlib.contextmanager
+def service_on_simulator(folder: Path, **sim_options: Any) -> Iterator[ServedApp]:
+    """A simulator and the service connected to it (idle), both under `folder`."""
+    options = {"truth_log": folder / "truth.csv", **FAST_SIM, **sim_options}
+    with SimulatorProcess(**options) as device:
+        settings = ServiceSettings(data_dir=folder / "data", serial_port=device.link)
+        with ServedApp(settings) as app, app.client() as client:
+            app.sim = device
+            wait_connected(client)
+            yield app
