@@ -105,6 +105,15 @@ class _Acquisition:
 
 
 @dataclass(slots=True)
+class _Gap:
+    """Readings stopped at `start_ns` (the last one before a link loss, or the loss)."""
+
+    start_ns: int
+    last_seq: int | None
+    first_data_ns: int | None = None
+
+
+@dataclass(slots=True)
 class _Polls:
     interval_ns: int
     reply_timeout_ns: int
@@ -275,8 +284,7 @@ class SensorDriver:
         self._paused = False
         self._polls: _Polls | None = None
         self._last_data_ns: int | None = None
-        self._lost_ns = 0
-        self._seq_before_gap: int | None = None
+        self._gap: _Gap | None = None  # open from a link loss until the first reading after it
         self._backoff_s = 0.0
         self._next_attempt_ns = 0
         self._running = True
@@ -496,6 +504,8 @@ class SensorDriver:
         )
         self._seq += 1
         self._last_data_ns = mono_ns
+        if self._gap is not None and self._gap.first_data_ns is None:
+            self._gap.first_data_ns = mono_ns
         if self._polls is not None:
             self._polls.sent_ns = None
             self._polls.consecutive_missed = 0
@@ -569,8 +579,10 @@ class SensorDriver:
         now = self._clock.monotonic_ns()
         if first_loss:
             log.warning("%s: link lost, reconnecting: %s", self.port, exc)
-            self._lost_ns = now
-            self._seq_before_gap = self._seq - 1 if self._seq else None
+            self._gap = _Gap(
+                start_ns=now if self._last_data_ns is None else self._last_data_ns,
+                last_seq=self._seq - 1 if self._seq else None,
+            )
             self._grammar = None  # hold lines until the device's config is read again
             self._backoff_s = self._t.backoff_initial_s
             self._emit("link_lost", detail=str(exc))
@@ -598,15 +610,16 @@ class SensorDriver:
             log.info("%s: reconnect attempt failed: %s", self.port, exc)
             self._link_lost(exc)
             return
-        now = self._clock.monotonic_ns()
-        since = max(self._last_data_ns or self._lost_ns, 0)
+        gap, self._gap = self._gap, None
+        assert gap is not None
+        end_ns = gap.first_data_ns or self._clock.monotonic_ns()
         with self._lock:
             self._counters.reconnects += 1
         self._emit(
             "link_restored",
             detail=f"reconnected to {self.port}",
-            gap_s=(now - since) / 1e9,
-            last_seq_before_gap=self._seq_before_gap,
+            gap_s=(end_ns - gap.start_ns) / 1e9,
+            last_seq_before_gap=gap.last_seq,
         )
 
     def _restore_acquisition(self) -> None:
