@@ -178,6 +178,31 @@ def test_manifest_on_disk_tracks_each_seal_and_matches_stop(tmp_path: Path) -> N
     ]
 
 
+def test_manifest_readers_never_see_a_partial_manifest(tmp_path: Path) -> None:
+    recorder = start(tmp_path, max_chunk_bytes=4096)
+    path = recorder.session_dir / "manifest.json"
+    seen: list[int] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            seen.append(Manifest.model_validate_json(path.read_bytes()).totals.chunks)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for reading in readings(2000):
+            recorder.add_reading(reading)
+            if reading.seq % 100 == 99:  # let the recorder thread seal and rewrite in between
+                time.sleep(0.02)
+        manifest = recorder.stop()
+    finally:
+        done.set()
+        thread.join()
+    assert seen == sorted(seen) and len(set(seen)) > 5
+    assert seen[-1] <= manifest.totals.chunks
+
+
 def test_markers_are_rows_in_time_order_with_readings(tmp_path: Path) -> None:
     recorder = start(tmp_path)
     stream = readings(30)

@@ -343,8 +343,8 @@ def test_recovery_after_sigkill_seals_drops_the_torn_line_and_marks_interrupted(
     session_id, flushed = crash_a_recording(tmp_path)
     store = SessionStore(tmp_path)
     folder = tmp_path / "sessions" / session_id
-    (summary,) = store.list_sessions()
-    assert summary.state == "recording"  # what the dead recorder left
+    assert store.manifest(session_id).state == "recording"  # what the dead recorder left
+    assert store.list_sessions()[0].state == "interrupted"  # its recorder is gone
     open_chunks = sorted(folder.glob("*.open"))
     assert open_chunks
     torn = b"2026-11-21T12:00:00.000000+00:00,SN-CRASH,freerun,0.00"

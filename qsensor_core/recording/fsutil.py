@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NO_FALLOCATE = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -73,11 +74,33 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def lock_is_held(path: Path) -> bool:
+    """Whether a live process holds the flock on `path` (a missing file is not held)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops a lock taken just now
+    return False
+
+
 def reserve_space(path: Path, size: int) -> None:
     """Allocate `size` bytes for `path` now, so they can be released when the disk is full."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        if os.fstat(fd).st_size < size:
+        have = os.fstat(fd).st_size
+        if have >= size:
+            return
+        try:
             os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in _NO_FALLOCATE:
+                raise
+            os.pwrite(fd, bytes(size - have), have)  # file systems without fallocate
     finally:
         os.close(fd)

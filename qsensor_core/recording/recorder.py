@@ -555,8 +555,9 @@ class SessionRecorder:
     def _seal_pending(self, *, announce: bool) -> tuple[list[ChunkInfo], list[str]]:
         """Seal every rolled chunk in order: (sealed chunks, error details).
 
-        With `announce`, the manifest is rewritten and the events are told here; otherwise
-        the caller tells them once its own work is done.
+        With `announce`, each seal is followed by a manifest rewrite and its events, so the
+        manifest never lags behind a slow disk; otherwise the caller does both once its own
+        work is done.
         """
         sealed: list[ChunkInfo] = []
         errors: list[str] = []
@@ -571,14 +572,14 @@ class SessionRecorder:
                 if info is not None:
                     self._sealed.append(info)
                     self._sealed_bytes += info.size_bytes
-            if info is not None:
-                sealed.append(info)
-            if error:
-                errors.append(error)
-        if announce:
-            if sealed:
-                errors.extend(self._write_recording_manifest())
-            self._emit_all(sealed, errors)
+            new_errors = [error] if error else []
+            if announce and info is not None:
+                new_errors.extend(self._write_recording_manifest())
+            if announce:
+                self._emit_all([info] if info else [], new_errors)
+            else:
+                sealed.extend([info] if info else [])
+                errors.extend(new_errors)
         return sealed, errors
 
     def _seal(self, chunk: _OpenChunk) -> tuple[ChunkInfo | None, str | None]:

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict
 
 from qsensor_core.clock import SYSTEM_CLOCK, Clock, iso_utc
 from qsensor_core.recording.errors import InvalidName, ManifestError, NotFound, OffsetOutOfRange
+from qsensor_core.recording.fsutil import lock_is_held
 from qsensor_core.recording.layout import (
     CHUNK_RE,
+    LOCK_NAME,
     MANIFEST_NAME,
     check_session_id,
     chunk_name,
@@ -32,7 +34,11 @@ TAIL_MAX_BYTES = 1024 * 1024
 
 
 class SessionSummary(BaseModel):
-    """One session for a listing; `manifest_error` is set when its manifest is unreadable."""
+    """One session for a listing; `manifest_error` is set when its manifest is unreadable.
+
+    A session whose manifest says `recording` but whose recorder is gone is listed as
+    `interrupted` (recovery will make that permanent at the next start-up).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -124,7 +130,10 @@ class SessionStore:
             if not is_session_id(entry.name) or entry.is_symlink() or not entry.is_dir():
                 continue
             try:
-                sessions.append(SessionSummary.of(read_manifest(entry)))
+                summary = SessionSummary.of(read_manifest(entry))
+                if summary.state == "recording" and not lock_is_held(entry / LOCK_NAME):
+                    summary = summary.model_copy(update={"state": "interrupted"})
+                sessions.append(summary)
             except ManifestError as exc:
                 sessions.append(
                     SessionSummary(
