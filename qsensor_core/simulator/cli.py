@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from qsensor_core.simulator.firmware import DeviceSettings
 from qsensor_core.simulator.runtime import RuntimeOptions, Simulator, load_state
 
+BENCH_SPEEDUP_MAX = 100.0
+
 # CLI option -> DeviceSettings field, for options that set the device's saved settings.
 _SETTING_OPTIONS = {
     "mode": "mode",
@@ -47,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim = ap.add_argument_group("simulation")
     sim.add_argument("--ppm", type=float, default=0.0, help="sampling clock error in ppm")
+    sim.add_argument(
+        "--bench-speedup",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="benchmarks only: divides the sampling period by F (beyond any real device)",
+    )
     sim.add_argument("--time-scale", type=float, default=1.0, help="multiplies the device's delays")
     sim.add_argument("--garbage-rate", type=float, default=0.0, help="garbage lines per data line")
     sim.add_argument("--unplug-after", type=float, metavar="SECONDS")
@@ -74,6 +83,8 @@ def _check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error("--garbage-rate must be between 0 and 1")
     if not -500_000 < args.ppm < 500_000:
         ap.error("--ppm must be within +-500000")
+    if not 1 <= args.bench_speedup <= BENCH_SPEEDUP_MAX:
+        ap.error(f"--bench-speedup must be between 1 and {BENCH_SPEEDUP_MAX}")
     for name in ("unplug_after", "unplug_for"):
         value = getattr(args, name)
         if value is not None and value < 0:
@@ -96,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         link=args.link,
         time_scale=args.time_scale,
         ppm=args.ppm,
+        bench_speedup=args.bench_speedup,
         garbage_rate=args.garbage_rate,
         unplug_after=args.unplug_after,
         unplug_for=args.unplug_for,

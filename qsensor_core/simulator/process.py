@@ -32,6 +32,7 @@ _VALUE_OPTIONS = (
     "serial_number",
     "preamble",
     "ppm",
+    "bench_speedup",
     "time_scale",
     "garbage_rate",
     "unplug_after",

@@ -37,6 +37,7 @@ class RuntimeOptions:
     link: Path
     time_scale: float = 1.0
     ppm: float = 0.0
+    bench_speedup: float = 1.0
     garbage_rate: float = 0.0
     unplug_after: float | None = None
     unplug_for: float | None = None
@@ -215,7 +216,11 @@ class Simulator:
         self._port = _Port()
         point_link(self._options.link, self._port.slave_name)
         self._firmware = Firmware(
-            self._settings, self._values, time_scale=self._options.time_scale, ppm=self._options.ppm
+            self._settings,
+            self._values,
+            time_scale=self._options.time_scale,
+            ppm=self._options.ppm,
+            bench_speedup=self._options.bench_speedup,
         )
         self._accept(self._firmware.power_on(now))
 
