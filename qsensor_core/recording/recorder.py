@@ -31,7 +31,12 @@ from qsensor_core.recording.csv_format import (
     marker_row,
     reading_row,
 )
-from qsensor_core.recording.errors import ChunkFormatError, DiskFullError, RecorderStopped
+from qsensor_core.recording.errors import (
+    ChunkFormatError,
+    DiskFullError,
+    RecorderStopped,
+    RecordingError,
+)
 from qsensor_core.recording.fsutil import (
     atomic_write_bytes,
     free_bytes,
@@ -390,7 +395,10 @@ class SessionRecorder:
             self._finalize()
         else:
             self._thread.join()
-        assert self._final is not None
+        if self._final is None:
+            raise RecordingError(
+                f"recorder of {self.session_id} failed before sealing; see the log"
+            )
         return self._final
 
     def status(self) -> RecorderStatus:
@@ -514,7 +522,10 @@ class SessionRecorder:
             log.exception("recorder thread of %s failed", self.session_id)
             with self._lock:
                 self._begin_stop_locked("error", f"recorder thread: {exc!r}")
-        self._finalize()
+        try:
+            self._finalize()
+        except Exception:  # the session stays `recording` on disk; recovery repairs it
+            log.exception("recorder of %s failed to finalise", self.session_id)
 
     def _next_wait_s(self) -> float:
         chunk = self._open
@@ -600,8 +611,6 @@ class SessionRecorder:
         with self._lock:
             chunks = list(self._sealed)
             fields = {
-                "stop_reason": self._stop_reason,
-                "stop_detail": self._stop_detail,
                 "open_chunk": open_chunk_name(self._open.index) if self._open else None,
                 "dropped_rows": self._lost_rows,
             }
@@ -634,7 +643,14 @@ class SessionRecorder:
                 self._open = None
         sealed, errors = self._seal_pending(announce=False)
         (self.session_dir / RESERVE_NAME).unlink(missing_ok=True)  # room for the manifest
-        manifest = self._manifest_now(state="stopped", stopped_at=iso_utc(self._clock.wall_ns()))
+        with self._lock:
+            reason, detail = self._stop_reason, self._stop_detail
+        manifest = self._manifest_now(
+            state="stopped",
+            stopped_at=iso_utc(self._clock.wall_ns()),
+            stop_reason=reason,
+            stop_detail=detail,
+        )
         try:
             write_manifest(self.session_dir, manifest)
         except OSError as exc:
