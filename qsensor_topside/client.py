@@ -25,6 +25,7 @@ from qsensor_topside.store import PartWriter
 from qsensor_topside.token_bucket import RateMeter, TokenBucket
 
 _SESSIONS = TypeAdapter(list[RemoteSession])
+PIECE_BYTES = 16 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -50,7 +51,8 @@ class TailRead:
 
 def make_http(base_url: str, *, timeout: float, rate: float) -> httpx.AsyncClient:
     """An HTTP client for one vehicle; with a cap, small socket buffers keep the link honest."""
-    options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 128 * 1024)] if rate else []
+    buffer = min(128 * 1024, max(16 * 1024, int(rate) // 4))  # about 1/4 s at the cap
+    options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)] if rate else []
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
@@ -109,11 +111,12 @@ class PiClient:
                 part.reset()  # the Pi sent the whole file
             else:
                 _check_range(resp.headers.get("content-range", ""), part.size, size, name)
-            async for piece in resp.aiter_bytes():
-                await self._account(len(piece))
-                part.write(piece)
-                if part.size > size:
-                    raise PiError(f"{name}: more bytes than the manifest's {size}")
+            async for received in resp.aiter_bytes():
+                for piece in self._pieces(received):
+                    part.write(piece)  # on disk first: a crash while waiting keeps it
+                    if part.size > size:
+                        raise PiError(f"{name}: more bytes than the manifest's {size}")
+                    await self._account(len(piece))
 
     async def tail(self, session_id: str, index: int, offset: int) -> TailRead | None:
         """Complete lines of chunk `index` from `offset`; None while that chunk does not exist."""
@@ -147,10 +150,17 @@ class PiClient:
 
     async def _read(self, resp: httpx.Response) -> bytes:
         pieces = []
-        async for piece in resp.aiter_bytes():
-            await self._account(len(piece))
-            pieces.append(piece)
+        async for received in resp.aiter_bytes():
+            for piece in self._pieces(received):
+                await self._account(len(piece))
+                pieces.append(piece)
         return b"".join(pieces)
+
+    def _pieces(self, data: bytes) -> list[bytes]:
+        """Capped transfers take tokens in small pieces, so several share the link evenly."""
+        if self.bucket.unlimited or len(data) <= PIECE_BYTES:
+            return [data]
+        return [data[i : i + PIECE_BYTES] for i in range(0, len(data), PIECE_BYTES)]
 
     async def _account(self, n: int) -> None:
         for meter in self.meters:

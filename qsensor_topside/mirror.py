@@ -46,6 +46,7 @@ log = logging.getLogger("qsensor_topside.mirror")
 LINK_ERRORS = (httpx.TransportError,)
 WAKE_EVENTS = frozenset({"chunk_sealed", "session"})
 SSE_READ_TIMEOUT_S = 45.0  # the Pi pings every 15 s
+TAIL_MORE_BYTES = 256 * 1024  # a tail read this long may have stopped at the Pi's read limit
 REPORT_AFTER_ATTEMPTS = 3  # a chunk failing this often is logged as an error
 
 
@@ -79,6 +80,7 @@ class VehicleMirror:
         self._locks: defaultdict[ChunkKey, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._wake_sync = asyncio.Event()
         self._wake_tail = asyncio.Event()
+        self._wake_events = asyncio.Event()
         self._tail_at: dict[str, int] = {}
         self._newest: dict[str, str] = {}
         client.on_contact = self._contact
@@ -158,6 +160,15 @@ class VehicleMirror:
                 )
                 part.reset()
             if part.size < size:
+                if part.size:
+                    log.info(
+                        "%s: resuming %s/%s from byte %d of %d",
+                        self.name,
+                        session_id,
+                        name,
+                        part.size,
+                        size,
+                    )
                 await self.client.download(session_id, name, part, size)
             if part.size != size or part.hexdigest() != chunk.sha256:
                 problem = (
@@ -213,6 +224,10 @@ class VehicleMirror:
                 return False
             index = self._tail_at[session_id] = chunk_index(open_chunk)
         name = chunk_name(index)
+        if index < self.remote[session_id].chunks:  # sealed: sync fetches it with Range
+            self._tail_at[session_id] = index + 1
+            self._wake_sync.set()
+            return True
         async with self._locks[(session_id, name)]:
             if self.store.is_verified(session_id, name):
                 self._tail_at[session_id] = index + 1
@@ -228,7 +243,7 @@ class VehicleMirror:
                 await asyncio.to_thread(self.store.append_part, session_id, name, offset, read.body)
                 self._note_rows(session_id, read.body)
             if not read.sealed:
-                return False
+                return len(read.body) >= TAIL_MORE_BYTES
             if read.size is not None and read.next_offset < read.size:
                 return True
             await self._finish_tailed(session_id, name, read.next_offset, read.size, read.sha256)
@@ -286,7 +301,8 @@ class VehicleMirror:
                     self.config.poll_interval,
                 )
             self.events_connected = False
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            self._wake_events.clear()
+            await _wait(self._wake_events, delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, self.config.poll_interval)
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -299,6 +315,7 @@ class VehicleMirror:
             self.retries = {k: replace(r, next_at=0.0) for k, r in self.retries.items()}
             self._wake_sync.set()
             self._wake_tail.set()
+            self._wake_events.set()
 
     def _link_failed(self, exc: Exception) -> None:
         self.last_error = describe(exc)

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qsensor_topside.remote import RECORDING, RemoteChunk, RemoteManifest, RemoteSession, chunk_name
+from qsensor_topside.remote import (
+    RECORDING,
+    RemoteChunk,
+    RemoteManifest,
+    RemoteSession,
+    chunk_index,
+    chunk_name,
+)
 
 ChunkKey = tuple[str, str]
 """(session_id, chunk name)"""
@@ -89,7 +96,7 @@ def manifests_to_refresh(
         if (
             manifest is None
             or manifest.state != summary.state
-            or manifest.open_chunk != summary.open_chunk
+            or _open_index(manifest.open_chunk) != _open_index(summary.open_chunk)
             or len(manifest.chunks) != summary.chunks
         ):
             stale.append(summary.session_id)
@@ -130,6 +137,10 @@ def backoff_delay(attempts: int, *, initial: float, maximum: float, jitter: floa
     """Exponential backoff with jitter: `jitter` in [0, 1) spreads the delay over [d/2, d)."""
     delay = min(maximum, initial * 2 ** max(0, attempts - 1))
     return delay * (0.5 + jitter / 2)
+
+
+def _open_index(name: str | None) -> int | None:
+    return chunk_index(name) if name else None
 
 
 def _resume_offset(session: LocalSession, chunk: RemoteChunk) -> int:
