@@ -19,7 +19,7 @@ import pytest
 import serial
 
 from qsensor_core.sensor import protocol as p
-from qsensor_core.sensor.driver import SensorDriver
+from qsensor_core.sensor.driver import DriverTimeouts, SensorDriver
 from qsensor_core.sensor.grammar import classify
 from qsensor_core.sensor.models import DriverEvent, DriverState, LineKind, Reading
 from qsensor_core.simulator.process import SimulatorProcess
@@ -269,6 +269,21 @@ def test_fifty_restarts_leak_no_banner_into_the_data(rig: Rig) -> None:
     assert_readings_are_the_truth(s)
     assert s.driver.stats.rejected[LineKind.BANNER] >= 50 * 9  # each ESC and X prints one
     assert all(classify(r.raw, None)[0] is LineKind.UNKNOWN for r in s.readings)
+
+
+def test_quiet_device_restarts_without_a_banner(rig: Rig) -> None:
+    sim = rig.sim(quiet_banner=True, averaging=25, adc_rate=250)
+    s = rig.session(sim, timeouts=DriverTimeouts(restart_s=0.5))
+    s.driver.start_freerun()
+    assert s.more_readings(3)
+    s.driver.pause()
+    s.driver.resume()
+    assert s.more_readings(3)
+    s.driver.stop()
+    s.driver.start_polled(5.0, "Z")
+    assert s.more_readings(3)
+    s.driver.stop()
+    assert_readings_are_the_truth(s)
 
 
 def test_garbage_lines_are_rejected_and_never_recorded(rig: Rig) -> None:

@@ -116,9 +116,10 @@ class _Gap:
 @dataclass(slots=True)
 class _Polls:
     interval_ns: int
-    reply_timeout_ns: int
+    reply_timeout_ns: int  # after the device can answer: ~one averaging period
+    ready_ns: int  # the device has no average to give before its restart completes
     next_due_ns: int
-    sent_ns: int | None = None
+    deadline_ns: int | None = None  # of the query in flight
     consecutive_missed: int = 0
 
 
@@ -507,7 +508,7 @@ class SensorDriver:
         if self._gap is not None and self._gap.first_data_ns is None:
             self._gap.first_data_ns = mono_ns
         if self._polls is not None:
-            self._polls.sent_ns = None
+            self._polls.deadline_ns = None
             self._polls.consecutive_missed = 0
         if self._on_reading is not None:
             try:
@@ -766,15 +767,17 @@ class SensorDriver:
             self._expect_menu(resync_s, "M")
             raise CommandRejected(f"device refused mode {mode} {tag}: {refusal.strip()!r}")
 
-    def _restart_device(self) -> None:
-        """X: the device resets and samples in its saved mode."""
+    def _restart_device(self) -> int:
+        """X: the device resets and samples in its saved mode. Returns when X was sent."""
         link = self._writer()
         link.begin_exchange()
+        sent_ns = self._clock.monotonic_ns()
         link.write(protocol.CMD_EXIT)
         reset = _contains(*protocol.RESET_LINES)
         if link.expect(reset, self._t.prompt_s) is None:
             self._enter_menu(settle=True)
             raise SensorTimeout(f"{self.port}: device did not confirm the restart (X)")
+        return sent_ns
 
     def _set_mode(self, mode: Mode, tag: str) -> SensorConfig:
         self._mode_exchange(mode, tag)
@@ -787,19 +790,20 @@ class SensorDriver:
         assert config is not None
         if config.mode != acq.mode or (acq.mode == "polled" and config.tag != acq.tag):
             config = self._set_mode(acq.mode, acq.tag)
-        self._restart_device()
+        restarted_ns = self._restart_device()
         self._acq, self._paused = acq, False
         if acq.mode == "freerun":
             self._set_state(DriverState.FREERUN)
             return
         link = self._writer()
         ready = _contains(protocol.BANNER_POLLED_START)
-        link.expect(ready, self._t.restart_s + self._t.prompt_s)  # absent in quiet mode
+        link.expect(ready, self._t.restart_s)  # absent in quiet mode
         link.write(protocol.polled_arm(acq.tag))
         period_ns = int(config.nominal_period_s * 1e9)
         self._polls = _Polls(
             interval_ns=int(1e9 / acq.poll_hz),
             reply_timeout_ns=int(period_ns * 1.25 + self._t.poll_margin_s * 1e9),
+            ready_ns=restarted_ns + int(self._t.restart_s * 1e9),
             next_due_ns=self._clock.monotonic_ns(),
         )
         self._set_state(DriverState.POLLED)
@@ -808,8 +812,8 @@ class SensorDriver:
         polls, link = self._polls, self._link
         assert polls is not None and link is not None and self._acq is not None
         now = self._clock.monotonic_ns()
-        if polls.sent_ns is not None and now - polls.sent_ns >= polls.reply_timeout_ns:
-            polls.sent_ns = None
+        if polls.deadline_ns is not None and now >= polls.deadline_ns:
+            polls.deadline_ns = None
             polls.consecutive_missed += 1
             with self._lock:
                 self._counters.missed_polls += 1
@@ -817,9 +821,9 @@ class SensorDriver:
                 log.warning("%s: %d polls unanswered, arming again", self.port, MISSES_BEFORE_REARM)
                 link.write(protocol.polled_arm(self._acq.tag))
                 polls.consecutive_missed = 0
-        if polls.sent_ns is None and now >= polls.next_due_ns:
+        if polls.deadline_ns is None and now >= polls.next_due_ns:
             link.write(protocol.polled_query(self._acq.tag))
-            polls.sent_ns = now
+            polls.deadline_ns = max(now, polls.ready_ns) + polls.reply_timeout_ns
             polls.next_due_ns = max(polls.next_due_ns + polls.interval_ns, now)
             with self._lock:
                 self._counters.polls += 1
@@ -829,7 +833,7 @@ class SensorDriver:
         polls = self._polls
         if polls is None:
             return self._t.read_s
-        due = polls.next_due_ns if polls.sent_ns is None else polls.sent_ns + polls.reply_timeout_ns
+        due = polls.next_due_ns if polls.deadline_ns is None else polls.deadline_ns
         return min(self._t.read_s, max(0.0, (due - self._clock.monotonic_ns()) / 1e9))
 
     # ------------------------------------------------------------------ commands
