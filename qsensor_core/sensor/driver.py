@@ -571,7 +571,7 @@ class SensorDriver:
         first_loss = self._state is not DriverState.RECONNECTING
         self._close_link()
         self._polls = None
-        if not self._reconnect or self._state is DriverState.CONNECTING:
+        if not self._reconnect:
             log.warning("%s: link lost: %s", self.port, exc)
             self._emit("link_lost", detail=str(exc))
             self._running = False
