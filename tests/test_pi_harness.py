@@ -29,25 +29,22 @@ from qsensor_pi.service import ServiceSettings
 FAST_SIM = {"averaging": 25, "adc_rate": 125, "time_scale": 0.05}  # 5 readings/s, short delays
 
 
-class ServedApp:
-    """`create_app` behind a real uvicorn on 127.0.0.1 (free port), in a thread."""
+class UvicornThread:
+    """Any ASGI app behind a real uvicorn on 127.0.0.1 (free port), in a thread."""
 
-    def __init__(self, settings: ServiceSettings, clock: Clock | None = None) -> None:
-        self.app = create_app(settings, clock)
-        self.service = self.app.state.service
-        self.sim: SimulatorProcess | None = None
+    def __init__(self, app: Any) -> None:
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", access_log=False)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
 
-    def __enter__(self) -> ServedApp:
+    def __enter__(self) -> UvicornThread:
         self._thread.start()
         wait_for(lambda: self._server.started, 15, "uvicorn did not start")
         return self
@@ -59,6 +56,20 @@ class ServedApp:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+class ServedApp(UvicornThread):
+    """The qsensor-pi application (`create_app`) served by `UvicornThread`."""
+
+    def __init__(self, settings: ServiceSettings, clock: Clock | None = None) -> None:
+        self.app = create_app(settings, clock)
+        self.service = self.app.state.service
+        self.sim: SimulatorProcess | None = None
+        super().__init__(self.app)
+
+    def __enter__(self) -> ServedApp:
+        super().__enter__()
+        return self
 
 
 class ServiceProcess:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 
 from qsensor_pi import blueos
 
@@ -14,9 +16,23 @@ router = APIRouter(tags=["meta"])
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 
-@router.get("/", response_class=FileResponse, include_in_schema=False)
-async def index() -> FileResponse:
-    return FileResponse(WEB_DIR / "index.html", media_type="text/html")
+_INLINE = re.compile(r"<!-- inline:([a-z]+\.(css|js)) -->")
+
+
+@functools.cache
+def page_html() -> str:
+    """index.html with its stylesheet and scripts inlined (one document, no asset URLs)."""
+
+    def inline(found: re.Match[str]) -> str:
+        text = (WEB_DIR / found[1]).read_text(encoding="utf-8")
+        return f"<style>\n{text}</style>" if found[2] == "css" else f"<script>\n{text}</script>"
+
+    return _INLINE.sub(inline, (WEB_DIR / "index.html").read_text(encoding="utf-8"))
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    return HTMLResponse(page_html())
 
 
 @router.get("/register_service")

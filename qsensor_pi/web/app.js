@@ -2,6 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// Relative to the page, also when it is served as ".../qsensor" without a trailing slash.
+const BASE = location.pathname.endsWith("/") ? "" : `${location.pathname.split("/").pop()}/`;
 const chart = new RollingChart($("chart"), 120);
 let status = null;
 let lastSeq = -1;
@@ -18,7 +20,7 @@ async function api(method, path, body) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const answer = await fetch(path, options);
+  const answer = await fetch(BASE + path, options);
   const text = await answer.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
@@ -87,7 +89,7 @@ async function refreshStatus() {
 
 function fileLink(sessionId, name) {
   const a = document.createElement("a");
-  a.href = `files/${encodeURIComponent(sessionId)}/${encodeURIComponent(name)}`;
+  a.href = `${BASE}files/${encodeURIComponent(sessionId)}/${encodeURIComponent(name)}`;
   a.textContent = name;
   a.setAttribute("download", `${sessionId}_${name}`);
   return a;
@@ -134,7 +136,7 @@ async function loadPorts() {
 }
 
 function listen() {
-  const events = new EventSource("events");
+  const events = new EventSource(`${BASE}events`);
   events.addEventListener("reading", (e) => showReading(JSON.parse(e.data)));
   events.addEventListener("state", () => refreshStatus());
   events.addEventListener("session", () => refreshSessions());
@@ -149,6 +151,7 @@ async function loadRecent() {
   } catch (err) { /* the chart fills from live readings */ }
 }
 
+$("api-docs").href = `${BASE}docs`;
 $("connect").onclick = () => {
   const port = $("port").value.trim();
   if (!port) { say("choose a serial port first", true); return; }
