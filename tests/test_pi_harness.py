@@ -105,6 +105,7 @@ class ServiceProcess:
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        self._drain.join(5)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -114,6 +115,7 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        self._drain.join(5)  # all of its output read
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, message: str) -> Any:

@@ -1,0 +1,77 @@
+"""`qsensor-pi serve` as a process: --simulate, the one clock from the environment, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from test_pi_harness import ServiceProcess, wait_connected, wait_readings
+
+OFFSET_S = 7200.0  # the service's clock runs two hours ahead of this host's
+SIM = ["--simulate", "--sim-averaging", "25", "--sim-time-scale", "0.05"]
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+@pytest.mark.timeout(90)
+def test_simulated_service_stamps_everything_with_its_clock(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    service = ServiceProcess(*SIM, "--data", str(data), env={"QSENSOR_CLOCK_OFFSET_S": "7200"})
+    try:
+        with service.client() as c:
+            wait_connected(c)
+            synced = c.get("/api/sync/time").json()
+            assert abs(synced["pi_unix_ms"] / 1000 - time.time() - OFFSET_S) < 5
+            assert abs(_unix(synced["pi_iso"]) - synced["pi_unix_ms"] / 1000) < 0.001
+
+            started = c.post("/record/start", json={"roll_interval_s": 1}).json()
+            assert abs(_unix(started["started_at"]) - time.time() - OFFSET_S) < 5
+            wait_readings(c, 3)
+            latest = c.get("/latest").json()
+            assert abs(_unix(latest["timestamp"]) - time.time() - OFFSET_S) < 5
+            marker = c.post(
+                "/record/sync-marker",
+                json={
+                    "session_id": started["session_id"],
+                    "sync_id": "00112233-4455",
+                    "marker_type": "START",
+                },
+            ).json()
+            assert abs(_unix(marker["timestamp"]) - time.time() - OFFSET_S) < 5
+            time.sleep(1.5)
+    finally:
+        service.stop()  # SIGTERM: a clean shutdown seals the recording
+    # uvicorn shuts down cleanly, then re-raises SIGTERM for its exit status
+    assert service.proc.returncode in (0, -15), "".join(service.output)
+    assert any("shutdown complete" in line for line in service.output)
+    manifest = json.loads((data / "sessions" / started["session_id"] / "manifest.json").read_text())
+    assert manifest["state"] == "stopped" and manifest["totals"]["rows"] > 0
+    assert abs(_unix(manifest["stopped_at"]) - time.time() - OFFSET_S) < 10
+    assert not (data / "last_port.json").exists()  # a simulator's pty is not remembered
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--serial", "/dev/ttyUSB0", "--simulate"],
+        ["--baud", "1234"],
+        ["--sim-adc-rate", "100"],
+        ["--port", "notaport"],
+    ],
+)
+def test_bad_command_lines_exit_with_usage_errors(args: list[str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qsensor_pi", "serve", "--data", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "error" in done.stderr
