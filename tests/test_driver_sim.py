@@ -408,3 +408,47 @@ def test_callbacks_run_on_the_worker_thread(rig: Rig) -> None:
     assert s.more_readings(2)
     s.driver.stop()
     assert s.events and s.threads == {f"qsensor-driver {s.sim.link}"}
+
+
+def test_polled_acquisition_comes_back_after_a_reconnect(rig: Rig) -> None:
+    sim = rig.sim(averaging=25, adc_rate=250, unplug_after=2.0, unplug_for=0.5)
+    s = rig.session(sim)
+    s.driver.start_polled(5.0, "G")
+    assert wait_for(lambda: s.events_of("link_restored"), 15)
+    assert s.driver.state is DriverState.POLLED
+    assert s.more_readings(5)
+    s.driver.stop()
+    assert all(r.raw.startswith("G,") for r in s.readings)
+    assert is_in_order_subsequence(s.raw(), s.truth())
+    assert len(s.truth()) - len(s.readings) <= 1  # at most a reply in the pty at the cut
+
+
+def test_another_device_behind_the_same_path_is_reported(rig: Rig, tmp_path: Path) -> None:
+    link = tmp_path / "ttyQ"
+    first = rig.sim(link=link, serial_number="QFIRST")
+    s = rig.session(first)
+    s.driver.start_freerun()
+    assert s.more_readings(2)
+    first.stop()
+    assert wait_for(lambda: s.driver.state is DriverState.RECONNECTING)
+    rig.sim(link=link, serial_number="QSECOND")
+    assert wait_for(lambda: s.events_of("link_restored"), 15)
+    assert "QSECOND" in s.events_of("error")[0].detail
+    assert s.more_readings(2)
+    assert s.readings[-1].sensor_id == "QSECOND" and s.readings[0].sensor_id == "QFIRST"
+
+
+def test_concurrent_callers_are_served_one_exchange_at_a_time(rig: Rig) -> None:
+    s = rig.session(rig.sim())
+    results: list[object] = []
+
+    def ask() -> None:
+        for _ in range(3):
+            results.append(s.driver.read_config())
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [s.driver.config] * 12
