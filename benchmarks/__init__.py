@@ -1,0 +1,1 @@
+"""Benchmarks of the qsensor services: run them with `python -m benchmarks [name ...]`."""

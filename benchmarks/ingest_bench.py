@@ -1,0 +1,245 @@
+"""Ingest capacity of `qsensor-pi`: lines per second recorded with nothing lost, and its CPU.
+
+For each rate the real service process records the simulator for a fixed time through the
+HTTP API; the sealed chunks are then compared line by line with the simulator's truth log
+(every data line it wrote into the pty). Rates above the device's fastest (averaging 1 at
+500 Hz = 500 lines/s) use the simulator's `--bench-speedup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import csv
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.pi_harness import CpuMeter, PiService, child_pid, machine
+from qsensor_core.simulator.process import SimulatorProcess
+
+TARGET_LINES_PER_S = 1000.0
+TARGET_CPU_PERCENT = 20.0
+RECORD_S = 15.0
+ROLL_INTERVAL_S = 5.0  # a few chunks are sealed (fsync, sha256) inside the window
+TAIL_GRACE_S = 0.5  # lines written this close to the stop request may miss the recording
+STAMP_SLACK_NS = 100_000_000  # the simulator stamps a line after writing it: it can be read first
+READING_MODES = ("freerun", "polled")
+
+
+@dataclass(frozen=True)
+class Rate:
+    averaging: int
+    adc_rate: int
+    speedup: float = 1.0
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.adc_rate / self.averaging * self.speedup
+
+
+RATES = (Rate(4, 500), Rate(1, 500), Rate(1, 500, 2.0), Rate(1, 500, 4.0), Rate(1, 500, 8.0))
+
+
+@dataclass(frozen=True)
+class Received:
+    line: str  # the data line rebuilt from the recorded fields
+    mono_ns: int  # when the service received it
+
+
+@dataclass(frozen=True)
+class Comparison:
+    emitted: int  # truth lines that belonged in the recording
+    recorded: int
+    lost: int
+    duplicated: int
+    unmatched: int  # recorded lines the simulator never wrote (altered or made up)
+    lag_ms: list[float]  # truth write -> service receive, per matched line
+
+
+@dataclass(frozen=True)
+class RunResult:
+    rate: Rate
+    seconds: float
+    comparison: Comparison
+    lines_per_s: float
+    service_cpu: float
+    simulator_cpu: float
+    rejected_lines: int
+
+    @property
+    def clean(self) -> bool:
+        c = self.comparison
+        return c.recorded > 0 and c.lost == c.duplicated == c.unmatched == 0
+
+
+def recorded_lines(session_dir: Path) -> list[Received]:
+    """Reading rows of the sealed chunks, in order, as the device line they came from."""
+    out: list[Received] = []
+    for chunk in sorted(session_dir.glob("chunk_*.csv")):
+        with chunk.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                if row["mode"] in READING_MODES:
+                    fields = [row["value"], row["TempC"], row["Vin"]]
+                    line = ", ".join(text for text in fields if text)
+                    out.append(Received(line, int(row["mono_ns"])))
+    return out
+
+
+def compare(
+    truth: Sequence[dict[str, str]], got: Sequence[Received], start_ns: int, stop_ns: int
+) -> Comparison:
+    """Match recorded lines to the truth log in order.
+
+    A recorded line matches the next truth line with the same text written before it was
+    received (give or take the simulator's stamping delay); truth lines skipped over are
+    lost. Lines written from `start_ns` (the recording's start answer) to
+    `stop_ns - TAIL_GRACE_S` belong in the recording even when nothing around them was.
+    """
+    texts = [row["line"] for row in truth]
+    written = [int(row["mono_ns"]) for row in truth]
+    where: dict[str, list[int]] = defaultdict(list)
+    for index, text in enumerate(texts):
+        where[text].append(index)
+    lost = duplicated = unmatched = 0
+    lags: list[float] = []
+    first: int | None = None
+    nxt = 0
+    for row in got:
+        spots = where.get(row.line, [])
+        k = bisect.bisect_left(spots, nxt)
+        if first is None:  # the latest such line written before it was received
+            k = bisect.bisect_right([written[i] for i in spots], row.mono_ns + STAMP_SLACK_NS) - 1
+        if 0 <= k < len(spots) and written[spots[k]] <= row.mono_ns + STAMP_SLACK_NS:
+            index = spots[k]
+            if first is None:
+                first = index
+            else:
+                lost += index - nxt
+            lags.append((row.mono_ns - written[index]) / 1e6)
+            nxt = index + 1
+        elif k > 0:
+            duplicated += 1
+        else:
+            unmatched += 1
+    head = bisect.bisect_left(written, start_ns)
+    tail = bisect.bisect_left(written, stop_ns - int(TAIL_GRACE_S * 1e9))
+    if first is None:  # nothing recorded: every line of the window is lost
+        first = nxt = head
+    lost += max(0, first - head) + max(0, tail - nxt)
+    return Comparison(
+        emitted=max(nxt, tail) - min(first, head),
+        recorded=len(got),
+        lost=lost,
+        duplicated=duplicated,
+        unmatched=unmatched,
+        lag_ms=lags,
+    )
+
+
+def run_rate(rate: Rate, seconds: float) -> RunResult:
+    """One recording at `rate`: fresh simulator, fresh service, fresh data folder."""
+    with tempfile.TemporaryDirectory(prefix="qsensor-ingest-") as tmp:
+        folder = Path(tmp)
+        sim = SimulatorProcess(
+            averaging=rate.averaging,
+            adc_rate=rate.adc_rate,
+            bench_speedup=rate.speedup,
+            time_scale=0,  # instant menu and restart; the sampling period is unaffected
+            truth_log=folder / "truth.csv",
+            seed=1,
+        )
+        with sim, PiService(folder / "data", sim.link) as service, service.client() as client:
+            service.wait_connected(client)
+            answer = client.post(
+                "/record/start",
+                json={"mission": "ingest-bench", "roll_interval_s": ROLL_INTERVAL_S},
+            )
+            answer.raise_for_status()
+            start_ns = time.monotonic_ns()
+            meter = CpuMeter({"service": service.pid, "simulator": child_pid(sim.link)})
+            time.sleep(seconds)
+            cpu = meter.percent()
+            stop_ns = time.monotonic_ns()
+            client.post("/record/stop", json={"session_id": "current"}).raise_for_status()
+            stats = client.get("/status").json()["stats"]
+            session = folder / "data" / "sessions" / answer.json()["session_id"]
+            got = recorded_lines(session)
+            service.stop()
+            truth = sim.read_truth()
+    comparison = compare(truth, got, start_ns, stop_ns)
+    span_s = (got[-1].mono_ns - got[0].mono_ns) / 1e9 if len(got) > 1 else 0.0
+    return RunResult(
+        rate=rate,
+        seconds=seconds,
+        comparison=comparison,
+        lines_per_s=(len(got) - 1) / span_s if span_s else 0.0,
+        service_cpu=cpu["service"],
+        simulator_cpu=cpu["simulator"],
+        rejected_lines=stats["rejected"].get("unknown", 0),
+    )
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def print_table(results: Sequence[RunResult]) -> None:
+    head = (
+        f"{'nominal/s':>9} {'emitted':>8} {'recorded':>8} {'lost':>5} {'dup':>4} {'bad':>4} "
+        f"{'lines/s':>8} {'lag p50':>8} {'lag max':>8} {'svc CPU':>8} {'sim CPU':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        c = r.comparison
+        print(
+            f"{r.rate.lines_per_s:>9.0f} {c.emitted:>8} {c.recorded:>8} {c.lost:>5} "
+            f"{c.duplicated:>4} {c.unmatched:>4} {r.lines_per_s:>8.1f} "
+            f"{_quantile(c.lag_ms, 0.5):>6.1f}ms {max(c.lag_ms, default=0):>6.1f}ms "
+            f"{r.service_cpu:>7.1f}% {r.simulator_cpu:>7.1f}%"
+        )
+
+
+def verdict(results: Sequence[RunResult]) -> str:
+    """The highest rate sustained with nothing lost within the CPU budget, against the target."""
+    good = [r for r in results if r.clean and r.service_cpu < TARGET_CPU_PERCENT]
+    best = max(good, key=lambda r: r.lines_per_s, default=None)
+    target = f"target >= {TARGET_LINES_PER_S:.0f} lines/s with < {TARGET_CPU_PERCENT:.0f} % CPU"
+    if best is None:
+        return f"MISS: no rate was recorded without loss within the CPU budget ({target})"
+    mark = "PASS" if best.lines_per_s >= TARGET_LINES_PER_S else "MISS"
+    return (
+        f"{mark}: {best.lines_per_s:.0f} lines/s sustained, 0 lost, "
+        f"{best.service_cpu:.1f} % of one core ({target})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="ingest_bench", description=__doc__)
+    ap.add_argument("--seconds", type=float, default=RECORD_S, help="recording time per rate")
+    args = ap.parse_args(argv)
+    print(f"ingest: {args.seconds:g} s recordings, chunks rolled every {ROLL_INTERVAL_S:g} s")
+    print(f"machine: {machine()}")
+    results = []
+    for rate in RATES:
+        results.append(run_rate(rate, args.seconds))
+        c = results[-1].comparison
+        print(f"  {rate.lines_per_s:.0f} lines/s nominal: {c.recorded} recorded, {c.lost} lost")
+    print()
+    print_table(results)
+    for r in results:
+        if r.rejected_lines:
+            print(f"note: {r.rejected_lines} unknown lines rejected at {r.rate.lines_per_s:.0f}/s")
+    print(verdict(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
