@@ -42,8 +42,9 @@ class ScriptedDevice:
     """Just enough of the firmware's menu to talk to, with faults switched on per letter.
 
     refuse: letters whose valid answer is refused anyway; mute: letters whose prompt is
-    never printed; `early_input` records bytes that arrived while the device was busy
-    (before its menu prompt), which a correct driver never sends.
+    never printed; in_flight: data lines still sent after an ESC. `early_input` records
+    bytes that arrived while the device was busy (before its menu prompt), which a correct
+    driver never sends.
     """
 
     def __init__(
@@ -54,17 +55,20 @@ class ScriptedDevice:
         prompt_eol: bytes = b"\r\n",
         stale_first_menu: bool = False,
         pause_s: float = 0.3,
+        in_flight: int = 0,
     ) -> None:
         self.master, self._slave = os.openpty()
         tty.setraw(self._slave)
         self.path = os.ttyname(self._slave)
         self.received = bytearray()
         self.early_input = False
+        self.data_written = 0
         self.settings = SETTINGS.split(",")
         self._refuse, self._mute = refuse, mute
         self._prompt_eol = prompt_eol
         self._stale = stale_first_menu
         self._pause_s = pause_s
+        self._in_flight = in_flight
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -109,7 +113,13 @@ class ScriptedDevice:
     def _stream(self) -> None:
         while (byte := self._read(0.05)) != p.ESC[0]:
             if byte is None:
-                self._write(DATA_LINE)
+                self._data()
+        for _ in range(self._in_flight):  # lines already on their way when ESC arrived
+            self._data()
+
+    def _data(self) -> None:
+        self._write(DATA_LINE)
+        self.data_written += 1
 
     def _show_menu(self) -> None:
         self._busy(0.1)
@@ -232,6 +242,25 @@ def test_connect_to_a_streaming_device_keeps_its_data(device_factory) -> None:
         assert driver.state is DriverState.IDLE
         assert driver.config is not None and driver.config.serial_number == "Q777"
     assert all(r.raw == DATA_LINE and r.value == "0.010073" for r in readings)
+    assert [r.seq for r in readings] == list(range(len(readings)))
+
+
+def test_data_in_flight_after_esc_is_delivered_once(device_factory) -> None:
+    readings: list[Reading] = []
+    device = device_factory(in_flight=3)
+    with connected(device, on_reading=readings.append) as driver:
+        assert len(readings) >= 3  # sent before the config was known: held, then classified
+        before_open = device.data_written - len(readings)  # streamed before the port opened
+        driver.start_freerun()
+        time.sleep(0.3)
+        driver.pause()
+        written = device.data_written
+        assert len(readings) == written - before_open
+        driver.resume()
+        time.sleep(0.3)
+        driver.stop()
+        assert len(readings) == device.data_written - before_open
+        assert device.data_written > written
     assert [r.seq for r in readings] == list(range(len(readings)))
 
 
