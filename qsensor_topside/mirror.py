@@ -47,6 +47,7 @@ LINK_ERRORS = (httpx.TransportError,)
 WAKE_EVENTS = frozenset({"chunk_sealed", "session"})
 SSE_READ_TIMEOUT_S = 45.0  # the Pi pings every 15 s
 TAIL_MORE_BYTES = 256 * 1024  # a tail read this long may have stopped at the Pi's read limit
+PARALLEL_UNCAPPED = 3  # chunk transfers at once when there is no bandwidth cap
 REPORT_AFTER_ATTEMPTS = 3  # a chunk failing this often is logged as an error
 
 
@@ -122,26 +123,50 @@ class VehicleMirror:
         if any(s.state == RECORDING for s in sessions):
             self._wake_tail.set()
         plan = plan_chunks(self.store.scan_all().values(), self.retries, time.monotonic())
-        for action in plan.ready:
-            if not self._disk_ok(action.remaining):
-                return
-            await self._fetch(action)
+        await self._fetch_all(plan.ready)
 
-    async def _fetch(self, action: FetchChunk) -> None:
+    async def _fetch_all(self, actions: list[FetchChunk]) -> None:
+        """Start fetches in plan order until the link or the disk says stop.
+
+        With a cap one transfer fills the link, so they run one at a time and the oldest
+        chunk is verified first; without one, a few overlap to hide per-chunk latency
+        (server, hashing, fsync)."""
+        slots = asyncio.Semaphore(1 if self.client.bucket.rate else PARALLEL_UNCAPPED)
+        link_ok = True
+
+        async def fetch(action: FetchChunk) -> None:
+            nonlocal link_ok
+            try:
+                link_ok = await self._fetch(action) and link_ok
+            finally:
+                slots.release()
+
+        async with asyncio.TaskGroup() as group:
+            for action in actions:
+                await slots.acquire()
+                if not link_ok or not self._disk_ok(action.remaining):
+                    slots.release()
+                    break
+                group.create_task(fetch(action))
+
+    async def _fetch(self, action: FetchChunk) -> bool:
+        """Fetch one chunk, recording a failure for retry; False if the link failed."""
         key = action.key
         async with self._locks[key]:
             if self.store.is_verified(action.session_id, action.chunk.name):
                 self.retries.pop(key, None)
-                return
+                return True
             try:
                 await self._complete(action.session_id, action.chunk)
             except (*LINK_ERRORS, PiError, IntegrityError, OSError) as exc:
                 self._chunk_failed(key, exc)
                 if isinstance(exc, LINK_ERRORS):
-                    raise
+                    self._link_failed(exc)
+                    return False
             else:
                 self.retries.pop(key, None)
                 self._note_verified(action.session_id, action.chunk)
+            return True
 
     async def _complete(self, session_id: str, chunk: RemoteChunk) -> None:
         """Bring a sealed chunk's `.part` to its full, verified bytes and promote it."""
@@ -281,6 +306,7 @@ class VehicleMirror:
         parser = SSEParser()
         delay = 1.0
         while True:
+            self._wake_events.clear()
             try:
                 async for event in self.client.events(parser, SSE_READ_TIMEOUT_S):
                     if not self.events_connected:
@@ -301,7 +327,6 @@ class VehicleMirror:
                     self.config.poll_interval,
                 )
             self.events_connected = False
-            self._wake_events.clear()
             await _wait(self._wake_events, delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, self.config.poll_interval)
 

@@ -202,30 +202,84 @@ def test_status_command_without_a_daemon_fails_clearly(tmp_path: Path) -> None:
     assert "not running" in result.stderr
 
 
-def test_status_command_prints_the_running_daemon(pi: PiService, tmp_path: Path) -> None:
-    sid = pi.start_recording(roll_interval_s=2)
-    daemon = Daemon(pi.url, tmp_path / "top", tmp_path / "top.log")
+def test_two_vehicles_each_in_its_own_folder_and_the_status_command(
+    pi: PiService, tmp_path: Path
+) -> None:
+    other = PiService(tmp_path / "pi-b", tmp_path / "pi-b.log")
     try:
-        with Watch(daemon) as watch:
-            wait_for(lambda: daemon.verified() >= 1, 20, "a verified chunk")
-            wait_for(lambda: len(watch.samples) > 4, 10, "status samples")
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "qsensor_topside",
-                "status",
-                "--status-port",
-                str(daemon.status_port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        sid_a = pi.start_recording(roll_interval_s=2)
+        sid_b = other.start_recording(roll_interval_s=2)
+        daemon = Daemon(
+            pi.url,
+            tmp_path / "top",
+            tmp_path / "top.log",
+            name="rov-a",
+            more=(("rov-b", other.url),),
         )
-        assert result.returncode == 0, result.stderr
-        assert "link up" in result.stdout
-        assert sid in result.stdout
-        lags = [s["sessions"][0]["lag_s"] for s in watch.samples if s["sessions"]]
-        assert any(lag is not None for lag in lags)
+        try:
+            with Watch(daemon) as watch:
+                wait_for(
+                    lambda: (
+                        daemon.vehicle(0)["chunks_verified"] >= 1
+                        and daemon.vehicle(1)["chunks_verified"] >= 1
+                    ),
+                    20,
+                    "a verified chunk from each vehicle",
+                )
+                wait_for(lambda: len(watch.samples) > 4, 10, "status samples")
+            command = ["qsensor_topside", "status", "--status-port", str(daemon.status_port)]
+            result = subprocess.run(
+                [sys.executable, "-m", *command],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            assert "rov-a" in result.stdout and "rov-b" in result.stdout
+            assert sid_a in result.stdout and sid_b in result.stdout
+            assert "link up" in result.stdout
+            lags = [s["sessions"][0]["lag_s"] for s in watch.samples if s["sessions"]]
+            assert any(lag is not None for lag in lags)
+            pi.stop_recording(sid_a)
+            other.stop_recording(sid_b)
+            finish(pi, daemon, sid_a)
+            wait_for(
+                lambda: mirror_equals_pi(other.sessions_dir(), tmp_path / "top" / "rov-b"),
+                30,
+                "the second vehicle's mirror",
+            )
+            assert not list((tmp_path / "top" / "rov-a").glob(f"{sid_b}*"))
+        finally:
+            daemon.stop()
     finally:
-        daemon.stop()
+        other.stop()
+
+
+@pytest.mark.timeout(90)
+def test_low_disk_stops_fetching_keeps_verified_and_alerts(pi: PiService, tmp_path: Path) -> None:
+    sid = pi.start_recording(roll_interval_s=2)
+    top = tmp_path / "top"
+    first = Daemon(pi.url, top, tmp_path / "top1.log")
+    try:
+        wait_for(lambda: first.verified() >= 2, 20, "chunks verified")
+    finally:
+        first.stop()
+    kept = {p.name: p.read_bytes() for p in (first.folder / sid).glob("chunk_*.csv")}
+    starved = Daemon(pi.url, top, tmp_path / "top2.log", "--min-free", "1000000G")
+    try:
+        status = wait_for(lambda: (s := starved.status())["alerts"] and s, 15, "a disk alert")
+        assert "disk low" in status["alerts"][0]
+        assert status["vehicles"][0]["disk_alert"]
+        time.sleep(3)  # chunks are sealed meanwhile, none is fetched
+        assert {p.name for p in (first.folder / sid).glob("chunk_*.csv")} == set(kept)
+        assert "fetching stopped" in starved.output()
+    finally:
+        starved.stop()
+    assert {p.name: p.read_bytes() for p in (first.folder / sid).glob("chunk_*.csv")} == kept
+    again = Daemon(pi.url, top, tmp_path / "top3.log")
+    try:
+        assert not again.status()["alerts"]
+        pi.stop_recording(sid)
+        finish(pi, again, sid)
+    finally:
+        again.stop()

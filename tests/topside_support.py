@@ -145,9 +145,14 @@ def _end(pids: list[int]) -> None:
 class Daemon(_Child):
     """`qsensor-topside run` for one vehicle, with its status API on a free port."""
 
-    def __init__(self, url: str, data: Path, log: Path, *extra: str, name: str = "rov") -> None:
+    def __init__(
+        self, url: str, data: Path, log: Path, *extra: str, name: str = "rov", more: tuple = ()
+    ) -> None:
+        """One vehicle `name=url`, plus `more` as ((name, url), ...)."""
         self.status_port = free_port()
-        self.args = [sys.executable, "-m", "qsensor_topside", "run", "--vehicle", f"{name}={url}"]
+        self.args = [sys.executable, "-m", "qsensor_topside", "run"]
+        for vehicle_name, vehicle_url in ((name, url), *more):
+            self.args += ["--vehicle", f"{vehicle_name}={vehicle_url}"]
         self.args += ["--data", str(data), "--status-port", str(self.status_port), *extra]
         self.folder = data / name
         super().__init__(self.args, log)
@@ -166,8 +171,8 @@ class Daemon(_Child):
         reply.raise_for_status()
         return reply.json()
 
-    def vehicle(self) -> dict:
-        return self.status()["vehicles"][0]
+    def vehicle(self, index: int = 0) -> dict:
+        return self.status()["vehicles"][index]
 
     def verified(self) -> int:
         return self.vehicle()["chunks_verified"]
