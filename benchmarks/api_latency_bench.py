@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.pi_harness import BenchError, PiService, machine
+from benchmarks.pi_harness import BenchError, PiService, exit_on_sigterm, machine
 from qsensor_core.simulator.process import SimulatorProcess
 
 TARGET_MS = 100.0
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="api_latency_bench", description=__doc__)
     ap.add_argument("--seconds", type=float, default=PHASE_S, help="length of each phase")
     args = ap.parse_args(argv)
+    exit_on_sigterm()
     print(f"api latency: {args.seconds:g} s per phase, {len(CLIENTS)} clients back to back")
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="qsensor-latency-") as tmp:

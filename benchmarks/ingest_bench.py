@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.pi_harness import CpuMeter, PiService, child_pid, machine
+from benchmarks.pi_harness import CpuMeter, PiService, child_pid, exit_on_sigterm, machine
 from qsensor_core.simulator.process import SimulatorProcess
 
 TARGET_LINES_PER_S = 1000.0
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="ingest_bench", description=__doc__)
     ap.add_argument("--seconds", type=float, default=RECORD_S, help="recording time per rate")
     args = ap.parse_args(argv)
+    exit_on_sigterm()
     print(f"ingest: {args.seconds:g} s recordings, chunks rolled every {ROLL_INTERVAL_S:g} s")
     print(f"machine: {machine()}")
     results = []

@@ -7,6 +7,7 @@ The service runs as its own process (as on the vehicle) so its CPU time can be r
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -22,6 +23,21 @@ import httpx
 STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C does, so every `with` stops what it started."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the benchmark dies, even by SIGKILL (Linux)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class BenchError(RuntimeError):
@@ -73,7 +89,8 @@ class PiService:
 
     Its output goes to files (a full pipe would stall it); `stop()` sends SIGTERM, then
     SIGKILL after a grace period. It runs in its own session, so a Ctrl-C at the terminal
-    reaches only the benchmark, whose clean-up stops it.
+    reaches only the benchmark, whose clean-up stops it; if the benchmark is killed outright
+    the kernel sends it SIGTERM.
     """
 
     def __init__(self, data_dir: Path, serial: str) -> None:
@@ -98,6 +115,7 @@ class PiService:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         try:
             self.url = self._wait_for_url()
