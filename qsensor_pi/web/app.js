@@ -64,6 +64,7 @@ function showStatus(s) {
   $("sensor-id").textContent = s.sensor_id ?? "–";
   $("mode").textContent = s.mode ? `${s.mode}${s.config ? `, ${s.config.averaging} avg @ ${s.config.adc_rate_hz} Hz` : ""}` : "–";
   $("port-now").textContent = s.port ?? "–";
+  if (s.port && !$("port").value && document.activeElement !== $("port")) $("port").value = s.port;
   $("rows").textContent = s.rows;
   const acquiring = state === "freerun" || state === "polled";
   $("connect").disabled = s.recording;
