@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from test_pi_harness import ServiceProcess, wait_connected, wait_readings
+
+from qsensor_pi.cli import listen_socket
 
 OFFSET_S = 7200.0  # the service's clock runs two hours ahead of this host's
 SIM = ["--simulate", "--sim-averaging", "25", "--sim-time-scale", "0.05"]
@@ -75,3 +78,9 @@ def test_bad_command_lines_exit_with_usage_errors(args: list[str], tmp_path: Pat
     )
     assert done.returncode == 2
     assert "error" in done.stderr
+
+
+def test_listening_socket_is_labelled_tcp_so_answers_are_not_delayed() -> None:
+    with listen_socket("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio then sets TCP_NODELAY per connection
+        assert sock.getsockname()[1] > 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import uvicorn
 from qsensor_core.clock import Clock
 from qsensor_core.simulator.process import SimulatorProcess
 from qsensor_pi.app import create_app
+from qsensor_pi.cli import listen_socket
 from qsensor_pi.service import ServiceSettings
 
 FAST_SIM = {"averaging": 25, "adc_rate": 125, "time_scale": 0.05}  # 5 readings/s, short delays
@@ -33,9 +33,7 @@ class UvicornThread:
     """Any ASGI app behind a real uvicorn on 127.0.0.1 (free port), in a thread."""
 
     def __init__(self, app: Any) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
+        self._sock = listen_socket("127.0.0.1", 0)
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
