@@ -31,7 +31,8 @@ def main() -> int:
             f"{config.mode}, averaging {config.averaging} at {config.adc_rate} Hz"
         )
         config = driver.set_averaging(25)
-        print(f"configured: averaging {config.averaging} -> about {1 / config.nominal_period_s:.1f} Hz")
+        rate_hz = 1 / config.nominal_period_s
+        print(f"configured: averaging {config.averaging} -> about {rate_hz:.1f} Hz")
         driver.start_freerun()
         print(f"streaming for {STREAM_SECONDS:.0f} s:")
         time.sleep(STREAM_SECONDS)
