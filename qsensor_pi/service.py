@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,8 @@ from qsensor_core.recording import (
 )
 from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
-from qsensor_core.sensor.driver import SensorDriver
+from qsensor_core.sensor.aio import AsyncSensor
+from qsensor_core.sensor.driver import NotConnected, SensorDriver
 from qsensor_core.sensor.models import DriverEvent, DriverState, Reading, SensorConfig
 from qsensor_pi import views
 from qsensor_pi.errors import Conflict, InvalidArgument, RangeNotSatisfiable
@@ -65,8 +66,16 @@ async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
-async def _command(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """A driver or recorder call; its ValueError means "argument refused before acting"."""
+async def _device(call: Awaitable[T]) -> T:
+    """A driver command (awaited, no thread held); ValueError: refused before anything was sent."""
+    try:
+        return await call
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from exc
+
+
+async def _recording(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A recorder call in a worker thread; a plain ValueError means a refused argument."""
     try:
         return await run_in_threadpool(fn, *args, **kwargs)
     except ValueError as exc:
@@ -82,7 +91,7 @@ class PiService:
         self.hub = hub
         self.store = SessionStore(settings.data_dir, clock=clock)
         self.ring = ReadingRing(settings.recent_window_s)
-        self._driver: SensorDriver | None = None
+        self._sensor: AsyncSensor | None = None
         self._recorder: SessionRecorder | None = None
         self._recorder_swap = threading.Lock()  # the recorder can also stop itself (disk full)
         self._started_at: str | None = None  # of the active recording
@@ -110,10 +119,10 @@ class PiService:
         async with self._record_lock:
             await self._stop_recording_locked()
         async with self._sensor_lock:
-            driver, self._driver = self._driver, None
-            if driver is not None:
+            sensor, self._sensor = self._sensor, None
+            if sensor is not None:
                 with contextlib.suppress(Exception):
-                    await _command(driver.disconnect)
+                    await sensor.disconnect()
 
     def _startup_target(self) -> tuple[str, int] | None:
         if self.settings.serial_port:
@@ -217,18 +226,23 @@ class PiService:
     # ---- sensor -----------------------------------------------------------------------
 
     @property
+    def _driver(self) -> SensorDriver | None:
+        sensor = self._sensor
+        return sensor.driver if sensor is not None else None
+
+    @property
     def driver_state(self) -> DriverState:
-        driver = self._driver
-        return driver.state if driver is not None else DriverState.DISCONNECTED
+        sensor = self._sensor
+        return sensor.state if sensor is not None else DriverState.DISCONNECTED
 
-    def _require_driver(self) -> SensorDriver:
-        driver = self._driver
-        if driver is None or driver.state == DriverState.DISCONNECTED:
+    def _require_sensor(self) -> AsyncSensor:
+        sensor = self._sensor
+        if sensor is None or sensor.state == DriverState.DISCONNECTED:
             raise Conflict("sensor not connected: POST /sensor/connect first")
-        return driver
+        return sensor
 
-    def _require_config(self, driver: SensorDriver) -> SensorConfig:
-        config = driver.config
+    def _require_config(self, sensor: AsyncSensor) -> SensorConfig:
+        config = sensor.config
         if config is None:
             raise Conflict("sensor configuration not known yet")
         return config
@@ -238,39 +252,39 @@ class PiService:
         if not _from_startup:
             self._cancel_startup()
         async with self._record_lock, self._sensor_lock:
-            current = self._driver
+            current = self._sensor
             if (
                 current is not None
-                and current.port == port
-                and current.baud == baud
+                and current.driver.port == port
+                and current.driver.baud == baud
                 and current.state != DriverState.DISCONNECTED
                 and current.config is not None
             ):
-                return views.connect_answer(current, current.config)
+                return views.connect_answer(current.driver, current.config)
             if self._recorder is not None:
                 raise Conflict(
                     f"recording {self._recorder.session_id} in progress; stop it before "
                     "connecting to another port"
                 )
             if current is not None:
-                self._driver = None
+                self._sensor = None
                 with contextlib.suppress(Exception):
-                    await _command(current.disconnect)
-            driver = self._new_driver(port, baud)
-            self._driver = driver
+                    await current.disconnect()
+            sensor = AsyncSensor(self._new_driver(port, baud))
+            self._sensor = sensor
             try:
-                config = await _command(driver.connect)
+                config = await _device(sensor.connect())
             except BaseException:
-                self._driver = None
+                self._sensor = None
                 with contextlib.suppress(Exception):
-                    await _command(driver.disconnect)
+                    await sensor.disconnect()
                 raise
             self._poll_hz = None
             self._last_error = None
             if self.settings.remember_port:
                 await _run(self._save_port, port, baud)
         self._publish_state("connected")
-        return views.connect_answer(driver, config)
+        return views.connect_answer(sensor.driver, config)
 
     def _new_driver(self, port: str, baud: int) -> SensorDriver:
         holder: list[SensorDriver] = []
@@ -296,20 +310,21 @@ class PiService:
         async with self._record_lock:
             stopped = await self._stop_recording_locked()
             async with self._sensor_lock:
-                driver, self._driver = self._driver, None
+                sensor, self._sensor = self._sensor, None
                 self._poll_hz = None
-                if driver is not None:
-                    await _command(driver.disconnect)
+                if sensor is not None:
+                    with contextlib.suppress(NotConnected):  # the link ended by itself
+                        await sensor.disconnect()
         self._publish_state("disconnected")
         return {"status": "disconnected", "session_id": stopped}
 
     async def start_acquisition(self, poll_hz: float | None, auto_record: bool) -> dict[str, Any]:
         async with self._record_lock:
             async with self._sensor_lock:
-                driver = self._require_driver()
-                if driver.state in ACQUIRING:
-                    raise Conflict(f"acquisition already running ({driver.state.value})")
-                await self._start_acquisition_locked(driver, poll_hz)
+                sensor = self._require_sensor()
+                if sensor.state in ACQUIRING:
+                    raise Conflict(f"acquisition already running ({sensor.state.value})")
+                await self._start_acquisition_locked(sensor, poll_hz)
             session_id = None
             if auto_record and self._recorder is None:
                 session_id = (await self._start_recording_locked(RecordStartRequest()))[
@@ -317,7 +332,7 @@ class PiService:
                 ]
             elif self._recorder is not None:
                 session_id = self._recorder.session_id
-        mode = self._require_config(driver).mode
+        mode = self._require_config(sensor).mode
         return {
             "status": "started",
             "mode": mode,
@@ -325,15 +340,15 @@ class PiService:
             "session_id": session_id,
         }
 
-    async def _start_acquisition_locked(self, driver: SensorDriver, poll_hz: float | None) -> None:
-        if driver.state == DriverState.PAUSED:
-            await _command(driver.resume)
-        elif self._require_config(driver).mode == "polled":
+    async def _start_acquisition_locked(self, sensor: AsyncSensor, poll_hz: float | None) -> None:
+        if sensor.state == DriverState.PAUSED:
+            await _device(sensor.resume())
+        elif self._require_config(sensor).mode == "polled":
             hz = poll_hz if poll_hz is not None else 1.0
-            await _command(driver.start_polled, hz)
+            await _device(sensor.start_polled(hz))
             self._poll_hz = hz
         else:
-            await _command(driver.start_freerun)
+            await _device(sensor.start_freerun())
             self._poll_hz = None
         self._publish_state("acquisition_started")
 
@@ -341,42 +356,41 @@ class PiService:
         async with self._record_lock:
             stopped = await self._stop_recording_locked()
             async with self._sensor_lock:
-                driver = self._require_driver()
-                if driver.state != DriverState.IDLE:
-                    await _command(driver.stop)
+                sensor = self._require_sensor()
+                if sensor.state != DriverState.IDLE:
+                    await _device(sensor.stop())
                 self._poll_hz = None
         self._publish_state("acquisition_stopped")
         return {"status": "stopped", "session_id": stopped}
 
     async def pause(self) -> dict[str, Any]:
         async with self._sensor_lock:
-            driver = self._require_driver()
-            await _command(driver.pause)
+            await _device(self._require_sensor().pause())
         self._publish_state("paused")
         return {"status": "paused"}
 
     async def resume(self) -> dict[str, Any]:
         async with self._sensor_lock:
-            driver = self._require_driver()
-            await _command(driver.resume)
+            sensor = self._require_sensor()
+            await _device(sensor.resume())
         self._publish_state("resumed")
-        return {"status": "resumed", "mode": self._require_config(driver).mode}
+        return {"status": "resumed", "mode": self._require_config(sensor).mode}
 
     async def configure(self, request: ConfigRequest) -> dict[str, Any]:
         async with self._sensor_lock:
-            driver = self._require_driver()
+            sensor = self._require_sensor()
             if self._recorder is not None:
                 raise Conflict("recording in progress: stop it before changing the configuration")
-            if driver.state in ACQUIRING:
+            if sensor.state in ACQUIRING:
                 raise Conflict("acquisition running: POST /sensor/stop before configuring")
-            config = self._require_config(driver)
+            config = self._require_config(sensor)
             mode, tag = self._mode_change(request, config)
             if request.averaging is not None:
-                config = await _command(driver.set_averaging, request.averaging)
+                config = await _device(sensor.set_averaging(request.averaging))
             if request.adc_rate_hz is not None:
-                config = await _command(driver.set_adc_rate, request.adc_rate_hz)
+                config = await _device(sensor.set_adc_rate(request.adc_rate_hz))
             if mode is not None:
-                config = await _command(driver.set_mode, mode, tag)
+                config = await _device(sensor.set_mode(mode, tag))
         self._publish_state("configured")
         return views.config_answer(config)
 
@@ -457,16 +471,16 @@ class PiService:
         if self._recorder is not None:
             raise Conflict(f"already recording session {self._recorder.session_id}")
         async with self._sensor_lock:
-            driver = self._require_driver()
-            if driver.state not in ACQUIRING:
-                await self._start_acquisition_locked(driver, request.rate_hz)
-            config = self._require_config(driver)
+            sensor = self._require_sensor()
+            if sensor.state not in ACQUIRING:
+                await self._start_acquisition_locked(sensor, request.rate_hz)
+            config = self._require_config(sensor)
         sensor_config = config.model_dump(mode="json") | {
             "requested_rate_hz": request.rate_hz,
             "schema_version": request.schema_version,
             "poll_hz": self._poll_hz,
         }
-        recorder = await _command(
+        recorder = await _recording(
             SessionRecorder.start,
             self.settings.data_dir,
             mission=request.mission,
@@ -572,7 +586,7 @@ class PiService:
         if recorder is None or recorder.session_id != request.session_id:
             await self._manifest(request.session_id)
             raise Conflict(f"session {request.session_id} is not recording")
-        row = await _command(
+        row = await _recording(
             recorder.add_marker, request.marker_type, request.sync_id, request.periodic_sequence
         )
         answer = views.marker_answer(row)

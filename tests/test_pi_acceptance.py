@@ -136,16 +136,21 @@ def test_kill_9_during_recording_then_recover(tmp_path: Path) -> None:
         try:
             with first.client() as c:
                 wait_connected(c)
-                sid = c.post("/record/start", json={"roll_interval_s": 2}).json()["session_id"]
+                sid = c.post("/record/start", json={"roll_interval_s": 4}).json()["session_id"]
+                tailed: dict[str, Any] = {}
 
                 def open_chunk_has_rows() -> bool:
                     status = c.get("/record/status", params={"session_id": sid}).json()
                     sealed = c.get("/record/snapshots", params={"session_id": sid}).json()
-                    return len(sealed) >= 2 and status["rows"] > sum(s["rows"] for s in sealed) + 3
+                    index = status["last_chunk_index"]
+                    if len(sealed) < 2 or status["backlog"] or index != len(sealed):
+                        return False
+                    # a tail read also makes the recorder hand its buffer to the OS
+                    tail = c.get("/record/tail", params={"session_id": sid, "index": index})
+                    tailed.update(index=index, lines=tail.text.count("\n") - 1, before=sealed)
+                    return tail.headers.get("X-Chunk-State") == "open" and tailed["lines"] >= 3
 
                 wait_for(open_chunk_has_rows, 30, "no data in the open chunk")
-                time.sleep(1.2)  # past the recorder's 1 s flush of the open chunk
-                before = c.get("/record/snapshots", params={"session_id": sid}).json()
         finally:
             first.kill9()
         session_dir = data / "sessions" / sid
@@ -159,9 +164,11 @@ def test_kill_9_during_recording_then_recover(tmp_path: Path) -> None:
                 listed = {s["session_id"]: s for s in c.get("/record/sessions").json()}[sid]
                 assert listed["state"] == "interrupted" and listed["open_chunk"] is None
                 snaps, rows = download_session(c, sid)
+                before = tailed["before"]
                 assert snaps[: len(before)] == before  # sealed chunks untouched
                 recovered = snaps[len(before) :]
-                assert recovered and recovered[0]["rows"] > 0  # the open chunk, now sealed
+                assert recovered[0]["index"] == tailed["index"]  # the open chunk, now sealed
+                assert recovered[0]["rows"] >= tailed["lines"]  # with every row it had
                 assert listed["chunks"] == len(snaps) and listed["rows"] == len(rows)
                 assert [r.seq for r in rows] == list(range(len(rows)))
                 manifest = c.get(f"/files/{sid}/manifest.json").json()
