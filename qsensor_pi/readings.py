@@ -19,10 +19,6 @@ class ReadingRing:
         self._count = 0
 
     @property
-    def window_s(self) -> float:
-        return self._window_ns / 1e9
-
-    @property
     def count(self) -> int:
         """Readings received since the service started (not only those still held)."""
         return self._count

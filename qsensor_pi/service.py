@@ -1,9 +1,10 @@
 """The service's state: one sensor driver, at most one active recorder, recent readings.
 
-This is the only module that calls the driver and the recorder. Every blocking call (serial
-exchange, disk) runs in a worker thread so the event loop keeps answering other requests
-while the device is being configured. Two locks order the control operations: the recording
-lock is always taken before the sensor lock.
+This is the only module that calls the driver and the recorder. Nothing here blocks the event
+loop: serial exchanges are awaited through `AsyncSensor` (the driver's own thread does them)
+and disk work runs in the thread pool, so other requests are answered while the device is
+being configured. Two locks order the control operations: the recording lock is always taken
+before the sensor lock.
 """
 
 from __future__ import annotations
