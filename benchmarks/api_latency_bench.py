@@ -1,8 +1,8 @@
 """API latency of `qsensor-pi` while the sensor is being configured (target: < 100 ms).
 
-Three clients send requests back to back (one in flight each): GET /status and GET /latest
-on kept-alive connections, as browsers and the topside mirror do, and GET /status on a new
-connection per request. Meanwhile another client changes the averaging over and over with
+Three clients each send 100 requests a second (one in flight at a time): GET /status and
+GET /latest on kept-alive connections, as browsers and the topside mirror do, and GET /status
+on a new connection per request. Meanwhile another client changes the averaging over and over with
 POST /config, which takes a second or more on the device (menu round-trips at the
 simulator's real delays). Baselines: the same load with the device idle, and while recording
 at the device's fastest rate.
@@ -26,6 +26,7 @@ from qsensor_core.simulator.process import SimulatorProcess
 
 TARGET_MS = 100.0
 PHASE_S = 6.0
+REQUEST_INTERVAL_S = 0.01  # per client: a steady load, not a saturated 2-core machine
 CLIENTS = (  # (label, path, keep the connection alive)
     ("/status", "/status", True),
     ("/latest", "/latest", True),
@@ -54,7 +55,8 @@ class PhaseResult:
 
 
 class Hammer:
-    """The `CLIENTS`, each sending its next request as soon as the last one was answered."""
+    """The `CLIENTS`, each sending a request every `REQUEST_INTERVAL_S` (or when the last one
+    was answered, if that took longer)."""
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -74,11 +76,12 @@ class Hammer:
                     answer = client.get(path)
                 except httpx.HTTPError as exc:
                     self._errors.append(f"{label}: {exc!r}")
-                    continue
+                    return  # reported by samples()
                 end = time.perf_counter()
                 if answer.status_code != 200:
                     self._errors.append(f"{label}: HTTP {answer.status_code}")
                 self._samples.append(Sample(label, start, end))
+                self._stop.wait(max(0.0, start + REQUEST_INTERVAL_S - time.perf_counter()))
 
     def __enter__(self) -> Hammer:
         for thread in self._threads:
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=PHASE_S, help="length of each phase")
     args = ap.parse_args(argv)
     exit_on_sigterm()
-    print(f"api latency: {args.seconds:g} s per phase, {len(CLIENTS)} clients back to back")
+    rate = 1 / REQUEST_INTERVAL_S
+    print(f"api latency: {args.seconds:g} s per phase, {len(CLIENTS)} clients at {rate:g} req/s")
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="qsensor-latency-") as tmp:
         # Real device delays (time_scale 1): a configuration change takes as long as on the device.
