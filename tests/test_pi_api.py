@@ -200,6 +200,27 @@ def test_sensor_control_and_config(served: ServedApp, tmp_path: Path) -> None:
         assert c.get("/status").json()["recording"] is False
 
 
+def test_disk_below_the_floor_refuses_or_ends_a_recording(tmp_path: Path) -> None:
+    floor = {"min_free_bytes": 2**62}
+    with service_on_simulator(tmp_path, settings=floor) as app, app.client() as c:
+        refused = c.post("/record/start", json={})
+        assert refused.status_code == 507
+        assert "free" in refused.json()["detail"]
+        assert c.get("/record/sessions").json() == []
+    with service_on_simulator(tmp_path / "second") as app, app.client() as c:
+        sid = c.post("/record/start", json={"roll_interval_s": 1}).json()["session_id"]
+        wait_readings(c, 3)
+        # the disk fills up while recording: the recorder stops and seals by itself
+        app.service._recorder.set_min_free_bytes(2**62)
+        wait_for(lambda: not c.get("/status").json()["recording"], 10, "recording went on")
+        listed = {s["session_id"]: s for s in c.get("/record/sessions").json()}[sid]
+        assert listed["state"] == "stopped" and listed["open_chunk"] is None
+        manifest = c.get(f"/files/{sid}/manifest.json").json()
+        assert manifest["stop_reason"] == "disk_full"
+        assert "disk_full" in c.get("/status").json()["last_error"]
+        assert c.post("/record/stop", json={"session_id": sid}).json()["rows"] == listed["rows"]
+
+
 @pytest.fixture(scope="module")
 def recorded(shared_service: ServedApp) -> tuple[ServedApp, str]:
     """A short stopped session (two or more sealed chunks) on the shared service."""

@@ -139,11 +139,16 @@ def wait_readings(client: httpx.Client, count: int, timeout: float = 20) -> None
 
 
 @contextlib.contextmanager
-def service_on_simulator(folder: Path, **sim_options: Any) -> Iterator[ServedApp]:
+def service_on_simulator(
+    folder: Path, settings: dict[str, Any] | None = None, **sim_options: Any
+) -> Iterator[ServedApp]:
     """A simulator and the service connected to it (idle), both under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     options = {"truth_log": folder / "truth.csv", **FAST_SIM, **sim_options}
     with SimulatorProcess(**options) as device:
-        settings = ServiceSettings(data_dir=folder / "data", serial_port=device.link)
+        settings = ServiceSettings(
+            data_dir=folder / "data", serial_port=device.link, **(settings or {})
+        )
         with ServedApp(settings) as app, app.client() as client:
             app.sim = device
             wait_connected(client)
