@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import csv
+import os
 import statistics
 import tempfile
 import time
+import tty
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,11 +79,42 @@ class RunResult:
     service_cpu: float
     simulator_cpu: float
     rejected_lines: int
+    line_bytes: float  # mean length of a data line, without CRLF
 
     @property
     def clean(self) -> bool:
         c = self.comparison
         return c.recorded > 0 and c.lost == c.duplicated == c.unmatched == 0
+
+
+def pty_buffer_bytes() -> int:
+    """What a pty holds for a reader that does not read, before writes would block."""
+    master, slave = os.openpty()
+    try:
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        held = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                held += os.write(master, b"x" * 256)
+        return held
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def unseen_drop_risk(result: RunResult, buffer_bytes: int) -> str | None:
+    """The simulator drops lines its client leaves unread only once the pty buffer is full;
+    a line that waited less than the time to fill it proves that never happened."""
+    c = result.comparison
+    fill_ms = 1000 * buffer_bytes / (result.rate.lines_per_s * (result.line_bytes + 2))
+    if max(c.lag_ms, default=0.0) < fill_ms:
+        return None
+    return (
+        f"note: at {result.rate.lines_per_s:.0f} lines/s a line waited {max(c.lag_ms):.0f} ms, "
+        f"enough to fill the pty buffer ({buffer_bytes} B, {fill_ms:.0f} ms): the simulator "
+        "may have dropped lines that the truth log cannot show"
+    )
 
 
 def recorded_lines(session_dir: Path) -> list[Received]:
@@ -191,6 +225,7 @@ def run_rate(rate: Rate, seconds: float) -> RunResult:
         service_cpu=cpu["service"],
         simulator_cpu=cpu["simulator"],
         rejected_lines=stats["rejected"].get("unknown", 0),
+        line_bytes=statistics.fmean(len(row["line"]) for row in truth) if truth else 0.0,
     )
 
 
@@ -245,9 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {rate.lines_per_s:.0f} lines/s nominal: {c.recorded} recorded, {c.lost} lost")
     print()
     print_table(results)
+    buffer_bytes = pty_buffer_bytes()
     for r in results:
         if r.rejected_lines:
             print(f"note: {r.rejected_lines} unknown lines rejected at {r.rate.lines_per_s:.0f}/s")
+        if note := unseen_drop_risk(r, buffer_bytes):
+            print(note)
     print(verdict(results))
     return 0
 
