@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -43,12 +44,13 @@ from qsensor_topside.token_bucket import RateMeter
 
 log = logging.getLogger("qsensor_topside.mirror")
 
-LINK_ERRORS = (httpx.TransportError,)
+LINK_ERRORS = (httpx.RequestError,)  # no answer: connection, timeout, broken transfer
 WAKE_EVENTS = frozenset({"chunk_sealed", "session"})
 SSE_READ_TIMEOUT_S = 45.0  # the Pi pings every 15 s
 TAIL_MORE_BYTES = 256 * 1024  # a tail read this long may have stopped at the Pi's read limit
 PARALLEL_UNCAPPED = 3  # chunk transfers at once when there is no bandwidth cap
-REPORT_AFTER_ATTEMPTS = 3  # a chunk failing this often is logged as an error
+REPORT_AFTER_ATTEMPTS = 3
+RESTART_DELAY_S = 2.0  # a chunk failing this often is logged as an error
 
 
 class IntegrityError(Exception):
@@ -92,9 +94,18 @@ class VehicleMirror:
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._events_loop(), name=f"{self.name}-events")
-            group.create_task(self._sync_loop(), name=f"{self.name}-sync")
-            group.create_task(self._tail_loop(), name=f"{self.name}-tail")
+            for loop in (self._events_loop, self._sync_loop, self._tail_loop):
+                group.create_task(self._supervised(loop), name=f"{self.name}{loop.__name__}")
+
+    async def _supervised(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """A bug in one loop must not end the mirror mid-dive: log it and start it again."""
+        while True:
+            try:
+                await loop()
+            except Exception as exc:
+                log.exception("%s: %s failed; restarting it", self.name, loop.__name__)
+                self.last_error = describe(exc)
+                await asyncio.sleep(RESTART_DELAY_S)
 
     # -- sync ---------------------------------------------------------------------------
 
@@ -105,7 +116,7 @@ class VehicleMirror:
                 await self.reconcile()
             except LINK_ERRORS as exc:
                 self._link_failed(exc)
-            except PiError as exc:
+            except (PiError, OSError) as exc:
                 self._note_error(exc)
             await _wait(self._wake_sync, self._next_sync_delay())
 
@@ -242,14 +253,16 @@ class VehicleMirror:
 
     async def _tail_step(self, session_id: str) -> bool:
         """One tail read of the session's open chunk; True if there is more to read now."""
+        summary = self.remote.get(session_id)
+        if summary is None:
+            return False
         index = self._tail_at.get(session_id)
         if index is None:
-            open_chunk = self.remote[session_id].open_chunk
-            if open_chunk is None:
+            if summary.open_chunk is None:
                 return False
-            index = self._tail_at[session_id] = chunk_index(open_chunk)
+            index = self._tail_at[session_id] = chunk_index(summary.open_chunk)
         name = chunk_name(index)
-        if index < self.remote[session_id].chunks:  # sealed: sync fetches it with Range
+        if index < summary.chunks:  # sealed: sync fetches it with Range
             self._tail_at[session_id] = index + 1
             self._wake_sync.set()
             return True

@@ -37,7 +37,14 @@ def chunk_index(name: str) -> int:
     return int(match.group(1))
 
 
+def _check_open_chunk(name: str | None) -> str | None:
+    if name is not None:
+        chunk_index(name)
+    return name
+
+
 SessionId = Annotated[str, AfterValidator(check_session_id)]
+OpenChunk = Annotated[str | None, AfterValidator(_check_open_chunk)]
 
 
 class RemoteChunk(BaseModel):
@@ -78,7 +85,7 @@ class RemoteManifest(BaseModel):
     session_id: SessionId
     state: str
     chunks: list[RemoteChunk]
-    open_chunk: str | None = None
+    open_chunk: OpenChunk = None
     started_at: str | None = None
     stopped_at: str | None = None
 
@@ -100,4 +107,4 @@ class RemoteSession(BaseModel):
     rows: int = 0
     chunks: int = 0
     bytes: int = 0
-    open_chunk: str | None = None
+    open_chunk: OpenChunk = None

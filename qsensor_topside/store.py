@@ -53,11 +53,14 @@ class VehicleStore:
         partial: dict[str, int] = {}
         if folder.is_dir():
             for entry in os.scandir(folder):
-                name = entry.name
-                if CHUNK_NAME.match(name):
-                    verified[name] = entry.stat().st_size
-                elif name.endswith(PART_SUFFIX) and CHUNK_NAME.match(name[: -len(PART_SUFFIX)]):
-                    partial[name[: -len(PART_SUFFIX)]] = entry.stat().st_size
+                name, stem = entry.name, entry.name.removesuffix(PART_SUFFIX)
+                try:  # a `.part` may be renamed (promoted) while this runs
+                    if CHUNK_NAME.match(name):
+                        verified[name] = entry.stat().st_size
+                    elif stem != name and CHUNK_NAME.match(stem):
+                        partial[stem] = entry.stat().st_size
+                except FileNotFoundError:
+                    continue
         return LocalSession(session_id, self.load_manifest(session_id), verified, partial)
 
     def scan_all(self) -> dict[str, LocalSession]:

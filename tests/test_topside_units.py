@@ -292,6 +292,8 @@ def test_remote_models_reject_unsafe_names() -> None:
                 ],
             }
         )
+    with pytest.raises(ValueError, match="not a chunk name"):
+        RemoteSession(session_id="s", state="recording", open_chunk="../../x")
     assert chunk_index("chunk_00012.csv.open") == 12
 
 
