@@ -51,7 +51,7 @@ class TailRead:
 
 def make_http(base_url: str, *, timeout: float, rate: float) -> httpx.AsyncClient:
     """An HTTP client for one vehicle; with a cap, small socket buffers keep the link honest."""
-    buffer = min(128 * 1024, max(8 * 1024, int(rate) // 8))  # about 1/8 s at the cap
+    buffer = min(128 * 1024, max(8 * 1024, int(rate) // 16))  # about 1/16 s at the cap
     options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)] if rate else []
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",

@@ -58,8 +58,8 @@ class TokenBucket:
 
 
 def default_burst(rate: float) -> float:
-    """A small burst: a tenth of a second of budget, between 16 and 64 KiB."""
-    return min(max(rate / 10, 16 * 1024), 64 * 1024)
+    """A small burst: a twentieth of a second of budget, between 16 and 64 KiB."""
+    return min(max(rate / 20, 16 * 1024), 64 * 1024)
 
 
 class RateMeter:
