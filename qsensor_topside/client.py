@@ -110,7 +110,7 @@ class PiClient:
             if resp.status_code == 200:
                 part.reset()  # the Pi sent the whole file
             else:
-                _check_range(resp.headers.get("content-range", ""), part.size, size, name)
+                check_content_range(resp.headers.get("content-range", ""), part.size, size, name)
             async for received in resp.aiter_bytes():
                 for piece in self._pieces(received):
                     part.write(piece)  # on disk first: a crash while waiting keeps it
@@ -127,7 +127,7 @@ class PiClient:
                 return None
             self._expect(resp, 200)
             body = await self._read(resp)
-            return _tail_read(resp.headers, index, offset, body)
+            return parse_tail_answer(resp.headers, index, offset, body)
 
     async def events(self, parser: SSEParser, read_timeout: float) -> AsyncIterator[SSEEvent]:
         """The Pi's event stream, resuming after `parser.last_id` (Last-Event-ID)."""
@@ -173,7 +173,8 @@ class PiClient:
             raise PiError(f"GET {resp.request.url.path}: HTTP {resp.status_code}")
 
 
-def _tail_read(headers: httpx.Headers, index: int, offset: int, body: bytes) -> TailRead:
+def parse_tail_answer(headers: httpx.Headers, index: int, offset: int, body: bytes) -> TailRead:
+    """A /record/tail answer, checked: the chunk named, its state, and the body's length."""
     name = headers.get("x-chunk-name", "")
     state = headers.get("x-chunk-state", "")
     if not name.startswith(chunk_name(index)) or state not in {"open", "sealed"}:
@@ -191,7 +192,8 @@ def _tail_read(headers: httpx.Headers, index: int, offset: int, body: bytes) -> 
     return read
 
 
-def _check_range(header: str, start: int, size: int, name: str) -> None:
+def check_content_range(header: str, start: int, size: int, name: str) -> None:
+    """A 206 must start where the `.part` ends and be of the file the manifest describes."""
     match = _CONTENT_RANGE.match(header.strip())
     if not match or int(match.group(1)) != start:
         raise PiError(f"{name}: asked for bytes from {start}, got Content-Range {header!r}")

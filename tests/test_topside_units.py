@@ -8,9 +8,11 @@ import io
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from qsensor_topside.bwlimit import format_bytes, format_rate, parse_bwlimit, parse_size
+from qsensor_topside.client import PiError, check_content_range, parse_tail_answer
 from qsensor_topside.config import (
     ConfigError,
     load_config,
@@ -460,3 +462,43 @@ def test_store_refuses_unsafe_paths(tmp_path: Path) -> None:
         store.final_path("..", "chunk_00000.csv")
     with pytest.raises(ValueError):
         store.part_path("s", "../../etc/passwd")
+
+
+# -- Pi answers checked before they touch the disk --------------------------------------------
+
+
+def test_tail_answers_are_checked_against_their_headers() -> None:
+    headers = httpx.Headers(
+        {"X-Chunk-Name": "chunk_00003.csv", "X-Chunk-State": "open", "X-Next-Offset": "110"}
+    )
+    read = parse_tail_answer(headers, 3, 100, b"0123456,9\n")
+    assert (read.name, read.next_offset, read.sealed) == ("chunk_00003.csv", 110, False)
+    with pytest.raises(PiError, match="X-Next-Offset 110 != body end"):
+        parse_tail_answer(headers, 3, 100, b"012345,9\n")  # a byte lost in transit
+    with pytest.raises(PiError, match="unexpected X-Chunk-Name"):
+        parse_tail_answer(headers, 4, 100, b"0123456,9\n")
+    sealed = httpx.Headers(
+        {
+            "X-Chunk-Name": "chunk_00003.csv",
+            "X-Chunk-State": "sealed",
+            "X-Next-Offset": "110",
+            "X-Chunk-Size": "110",
+            "X-Content-SHA256": "AB" * 32,
+        }
+    )
+    read = parse_tail_answer(sealed, 3, 100, b"0123456,9\n")
+    assert (read.size, read.sha256) == (110, "ab" * 32)
+    del sealed["X-Chunk-Size"]
+    with pytest.raises(PiError, match="X-Chunk-Size"):
+        parse_tail_answer(sealed, 3, 100, b"0123456,9\n")
+
+
+def test_ranges_must_start_where_the_part_ends() -> None:
+    check_content_range("bytes 100-199/200", 100, 200, "c")
+    check_content_range("bytes 100-199/*", 100, 200, "c")
+    with pytest.raises(PiError, match="asked for bytes from 100"):
+        check_content_range("bytes 0-199/200", 100, 200, "c")
+    with pytest.raises(PiError, match="manifest says 300"):
+        check_content_range("bytes 100-199/200", 100, 300, "c")
+    with pytest.raises(PiError, match="asked for bytes"):
+        check_content_range("", 100, 200, "c")
