@@ -104,11 +104,27 @@ class ConnectOut(BaseModel):
     baud: int
 
 
-class SimpleStatus(BaseModel):
-    status: str
-    mode: str | None = None
-    recording: bool | None = None
-    session_id: str | None = None
+class StoppedOut(BaseModel):
+    """Disconnect and stop: `session_id` names the recording that had to be stopped, if any."""
+
+    status: Literal["disconnected", "stopped"]
+    session_id: str | None
+
+
+class StartedOut(BaseModel):
+    status: Literal["started"]
+    mode: str
+    recording: bool
+    session_id: str | None
+
+
+class PausedOut(BaseModel):
+    status: Literal["paused"]
+
+
+class ResumedOut(BaseModel):
+    status: Literal["resumed"]
+    mode: str
 
 
 class ConfigOut(BaseModel):

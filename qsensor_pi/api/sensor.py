@@ -16,11 +16,14 @@ from qsensor_pi.schemas import (
     ConfigRequest,
     ConnectOut,
     HealthOut,
+    PausedOut,
     PortOut,
     ReadingOut,
     RecentOut,
-    SimpleStatus,
+    ResumedOut,
+    StartedOut,
     StatusOut,
+    StoppedOut,
 )
 from qsensor_pi.service import PiService
 
@@ -39,8 +42,8 @@ async def connect(
     return await service.connect(port, baud)
 
 
-@router.post("/sensor/disconnect", response_model=SimpleStatus, responses=DEVICE_ERRORS)
-@router.post("/disconnect", response_model=SimpleStatus, responses=DEVICE_ERRORS)
+@router.post("/sensor/disconnect", response_model=StoppedOut, responses=DEVICE_ERRORS)
+@router.post("/disconnect", response_model=StoppedOut, responses=DEVICE_ERRORS)
 async def disconnect(service: Service) -> dict[str, Any]:
     """Stop any recording, close the port (the device is left sampling)."""
     return await service.disconnect()
@@ -58,7 +61,7 @@ async def health(service: Service) -> dict[str, Any]:
     return await run_in_threadpool(service.health)
 
 
-@router.post("/sensor/start", response_model=SimpleStatus, responses=errors(409, 503, 504, 507))
+@router.post("/sensor/start", response_model=StartedOut, responses=errors(409, 503, 504, 507))
 async def start(
     service: Service,
     poll_hz: Annotated[float | None, Query(gt=0, le=100, description="polled mode only")] = None,
@@ -68,18 +71,18 @@ async def start(
     return await service.start_acquisition(poll_hz, auto_record)
 
 
-@router.post("/sensor/stop", response_model=SimpleStatus, responses=DEVICE_ERRORS)
+@router.post("/sensor/stop", response_model=StoppedOut, responses=DEVICE_ERRORS)
 async def stop(service: Service) -> dict[str, Any]:
     """Stop the recording if one runs, then park the device in its menu."""
     return await service.stop_acquisition()
 
 
-@router.post("/sensor/pause", response_model=SimpleStatus, responses=DEVICE_ERRORS)
+@router.post("/sensor/pause", response_model=PausedOut, responses=DEVICE_ERRORS)
 async def pause(service: Service) -> dict[str, Any]:
     return await service.pause()
 
 
-@router.post("/sensor/resume", response_model=SimpleStatus, responses=DEVICE_ERRORS)
+@router.post("/sensor/resume", response_model=ResumedOut, responses=DEVICE_ERRORS)
 async def resume(service: Service) -> dict[str, Any]:
     return await service.resume()
 
