@@ -56,14 +56,23 @@ def driver_stats(driver: SensorDriver) -> dict[str, object]:
     }
 
 
+CHUNK_FIELDS = ("index", "name", "size_bytes", "sha256", "rows")
+SESSION_FIELDS = (
+    "session_id",
+    "state",
+    "mission",
+    "started_at",
+    "stopped_at",
+    "rows",
+    "chunks",
+    "bytes",
+    "open_chunk",
+)
+LIVE_STATUS_FIELDS = ("session_id", "state", "rows", "bytes", "last_chunk_index", "backlog")
+
+
 def chunk_json(chunk: ChunkInfo) -> dict[str, Any]:
-    return {
-        "index": chunk.index,
-        "name": chunk.name,
-        "size_bytes": chunk.size_bytes,
-        "sha256": chunk.sha256,
-        "rows": chunk.rows,
-    }
+    return chunk.model_dump(include=set(CHUNK_FIELDS))
 
 
 def chunk_sealed_event(session_id: str, chunk: ChunkInfo) -> Event:
@@ -105,14 +114,7 @@ def stop_answer(manifest: Manifest) -> dict[str, Any]:
 
 
 def live_status(status: RecorderStatus) -> dict[str, Any]:
-    return {
-        "session_id": status.session_id,
-        "state": status.state,
-        "rows": status.rows,
-        "bytes": status.bytes,
-        "last_chunk_index": status.last_chunk_index,
-        "backlog": status.backlog,
-    }
+    return status.model_dump(include=set(LIVE_STATUS_FIELDS))
 
 
 def manifest_status(manifest: Manifest) -> dict[str, Any]:
@@ -128,17 +130,7 @@ def manifest_status(manifest: Manifest) -> dict[str, Any]:
 
 
 def summary_json(summary: SessionSummary) -> dict[str, Any]:
-    return {
-        "session_id": summary.session_id,
-        "state": summary.state,
-        "mission": summary.mission,
-        "started_at": summary.started_at,
-        "stopped_at": summary.stopped_at,
-        "rows": summary.rows,
-        "chunks": summary.chunks,
-        "bytes": summary.bytes,
-        "open_chunk": summary.open_chunk,
-    }
+    return summary.model_dump(include=set(SESSION_FIELDS))
 
 
 def live_overlay(status: RecorderStatus) -> dict[str, Any]:
