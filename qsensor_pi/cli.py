@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 
+from qsensor_core.clock import Clock
 from qsensor_core.sensor import protocol
 from qsensor_pi.app import create_app
 from qsensor_pi.service import ServiceSettings
@@ -85,6 +86,11 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        clock = Clock.from_env()
+    except ValueError as exc:
+        print(f"qsensor-pi: bad QSENSOR_CLOCK_* environment value: {exc}", file=sys.stderr)
+        return 2
     with contextlib.ExitStack() as stack:
         serial_port, remember = args.serial, True
         if args.simulate:
@@ -100,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
         host, port = sock.getsockname()[:2]
         print(f"qsensor-pi listening on http://{host}:{port}", flush=True)
         config = uvicorn.Config(
-            create_app(settings), log_level=args.log_level, access_log=False, lifespan="on"
+            create_app(settings, clock), log_level=args.log_level, access_log=False, lifespan="on"
         )
         uvicorn.Server(config).run(sockets=[sock])
     return 0

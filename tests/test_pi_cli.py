@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -78,6 +79,18 @@ def test_bad_command_lines_exit_with_usage_errors(args: list[str], tmp_path: Pat
     )
     assert done.returncode == 2
     assert "error" in done.stderr
+
+
+def test_a_bad_clock_setting_is_refused_before_serving(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qsensor_pi", "serve", "--data", str(tmp_path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "QSENSOR_CLOCK_DRIFT_PPM": "fast"},
+    )
+    assert done.returncode == 2
+    assert "QSENSOR_CLOCK" in done.stderr and "listening" not in done.stdout
 
 
 def test_listening_socket_is_labelled_tcp_so_answers_are_not_delayed() -> None:
