@@ -26,11 +26,13 @@ _HASH_BLOCK = 1 << 20
 
 
 class VehicleStore:
-    """The folder of one vehicle; every method reads or changes files, nothing is cached."""
+    """The folder of one vehicle; every answer comes from the files (parsed manifests are
+    kept only under the file's inode, size and mtime, so they cannot disagree with it)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._parsed: dict[str, tuple[tuple[int, int, int], RemoteManifest]] = {}
 
     def session_dir(self, session_id: str) -> Path:
         return self.root / check_session_id(session_id)
@@ -70,9 +72,16 @@ class VehicleStore:
         """The local manifest copy; None if absent or unreadable (it is then fetched again)."""
         path = self.session_dir(session_id) / MANIFEST
         try:
-            return RemoteManifest.model_validate(json.loads(path.read_bytes()))
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+            cached = self._parsed.get(session_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            manifest = RemoteManifest.model_validate(json.loads(path.read_bytes()))
         except (OSError, ValueError, ValidationError):
             return None
+        self._parsed[session_id] = (key, manifest)
+        return manifest
 
     def save_manifest(self, session_id: str, raw: bytes) -> bool:
         """Keep the Pi's manifest bytes as received; False if they are already the copy."""
