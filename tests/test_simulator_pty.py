@@ -239,3 +239,29 @@ def test_process_can_be_restarted_on_the_same_link(tmp_path: Path) -> None:
         assert sim.running
     assert first.startswith("/dev/pts/")
     assert sim.returncode == 0
+
+
+def test_simulator_exits_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    starter = (
+        "import subprocess, sys, time;"
+        f"sim = subprocess.Popen([sys.executable, '-m', 'qsensor_core.simulator', '--link', "
+        f"{str(tmp_path / 'tty')!r}], stdout=subprocess.PIPE);"
+        "sim.stdout.readline(); print(sim.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    sim_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{sim_pid}").exists() and time.monotonic() < deadline:
+        state = Path(f"/proc/{sim_pid}/stat").read_text().split()[2]
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    alive = Path(f"/proc/{sim_pid}").exists() and (
+        Path(f"/proc/{sim_pid}/stat").read_text().split()[2] != "Z"
+    )
+    if alive:
+        os.kill(sim_pid, signal.SIGKILL)
+    assert not alive, "an orphaned simulator kept running"

@@ -28,6 +28,7 @@ from qsensor_core.simulator.firmware import DeviceSettings, Firmware, Output
 from qsensor_core.simulator.values import USB_TICK_S, UsbLatency, ValueModel, garbage_line
 
 HUP_POLL_S = 0.02  # how often a closed port is checked for a client opening it
+ORPHAN_POLL_S = 1.0  # how often the simulator checks that the process that started it lives
 BACKLOG_MAX_BYTES = 64 * 1024  # output beyond this, unread by the client, is dropped
 TRUTH_HEADER = ("sim_seq", "wall_ns", "mono_ns", "line")
 
@@ -237,7 +238,10 @@ class Simulator:
     # --- the loop ------------------------------------------------------------------------
 
     def _loop(self, wake_fd: int) -> None:
+        parent = os.getppid()
         while not self._stopping:
+            if os.getppid() != parent:  # the parent died without stopping us (e.g. kill -9)
+                break
             now = time.monotonic()
             if now >= self._unplug_at:
                 self._unplug_at = math.inf
@@ -286,7 +290,7 @@ class Simulator:
 
     def _wait(self, wake_fd: int, connected: bool) -> None:
         now = time.monotonic()
-        deadlines = [self._unplug_at, self._replug_at]
+        deadlines = [self._unplug_at, self._replug_at, now + ORPHAN_POLL_S]
         if self._outbox:
             deadlines.append(self._outbox[0][0])
         if self._firmware is not None and (wake := self._firmware.next_wakeup()) is not None:
