@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from collections.abc import Iterator
@@ -82,6 +83,11 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _after_shutdown(signum: int, frame: object) -> None:
+    """uvicorn re-raises the signal that stopped it once shutdown is done; the signal has been
+    honoured by then, so let the simulator and socket clean-up run and exit 0."""
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -108,6 +114,8 @@ def serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config(
             create_app(settings, clock), log_level=args.log_level, access_log=False, lifespan="on"
         )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _after_shutdown)
         uvicorn.Server(config).run(sockets=[sock])
     return 0
 

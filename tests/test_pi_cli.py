@@ -25,6 +25,22 @@ def _unix(iso: str) -> float:
 
 
 @pytest.mark.timeout(90)
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def test_simulated_service_stamps_everything_with_its_clock(tmp_path: Path) -> None:
     data = tmp_path / "data"
     service = ServiceProcess(*SIM, "--data", str(data), env={"QSENSOR_CLOCK_OFFSET_S": "7200"})
@@ -50,10 +66,12 @@ def test_simulated_service_stamps_everything_with_its_clock(tmp_path: Path) -> N
             ).json()
             assert abs(_unix(marker["timestamp"]) - time.time() - OFFSET_S) < 5
             time.sleep(1.5)
+        children = _children(service.proc.pid)
+        assert children, "the simulator runs as a child of the service"
     finally:
         service.stop()  # SIGTERM: a clean shutdown seals the recording
-    # uvicorn shuts down cleanly, then re-raises SIGTERM for its exit status
-    assert service.proc.returncode in (0, -15), "".join(service.output)
+    assert not [pid for pid in children if _alive(pid)], "the simulator outlived the service"
+    assert service.proc.returncode == 0, "".join(service.output)
     assert any("shutdown complete" in line for line in service.output)
     manifest = json.loads((data / "sessions" / started["session_id"] / "manifest.json").read_text())
     assert manifest["state"] == "stopped" and manifest["totals"]["rows"] > 0
