@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean browser
+.PHONY: demo test lint format bench docs clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Regenerates the API reference (docs/openapi.json) from the code.
+docs: $(STAMP)
+	$(BIN)/python -m tools.gen_openapi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
