@@ -11,7 +11,10 @@ at the device's fastest rate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +30,7 @@ from qsensor_core.simulator.process import SimulatorProcess
 TARGET_MS = 100.0
 PHASE_S = 6.0
 REQUEST_INTERVAL_S = 0.01  # per client: a steady load, not a saturated 2-core machine
+STALL_S = 0.02  # a probe waking up this late means the machine, not the service, was busy
 CLIENTS = (  # (label, path, keep the connection alive)
     ("/status", "/status", True),
     ("/latest", "/latest", True),
@@ -51,12 +55,52 @@ class PhaseResult:
     name: str
     samples: dict[str, list[float]]  # client label -> latencies in ms
     seconds: float
+    stalls_ms: list[float]  # the machine's, seen by StallProbe
     note: str = ""
+
+
+_PROBE = """
+import sys, time
+while True:
+    before = time.perf_counter()
+    time.sleep(0.001)
+    late = time.perf_counter() - before - 0.001
+    if late > float(sys.argv[1]):
+        print(late * 1000, flush=True)
+"""
+
+
+class StallProbe:
+    """A separate process that sleeps 1 ms over and over and reports how late it woke up.
+
+    Late wake-ups while the clients are slow mean the machine was busy (other work on a
+    2-core machine), not that the service held its answers back.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> StallProbe:
+        cmd = [sys.executable, "-c", _PROBE, str(STALL_S)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+
+    def stalls_ms(self) -> list[float]:
+        """Stop the probe; the wake-ups later than `STALL_S`, in ms."""
+        assert self._proc is not None
+        self._proc.kill()
+        out, _ = self._proc.communicate()
+        return [float(line) for line in out.split()]
 
 
 class Hammer:
     """The `CLIENTS`, each sending a request every `REQUEST_INTERVAL_S` (or when the last one
-    was answered, if that took longer)."""
+    was answered, if that took longer), with a `StallProbe` watching the machine."""
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -66,6 +110,8 @@ class Hammer:
         self._threads = [
             threading.Thread(target=self._loop, args=spec, daemon=True) for spec in CLIENTS
         ]
+        self._probe = StallProbe()
+        self.stalls_ms: list[float] = []
 
     def _loop(self, label: str, path: str, keepalive: bool) -> None:
         limits = httpx.Limits(max_keepalive_connections=None if keepalive else 0)
@@ -84,6 +130,7 @@ class Hammer:
                 self._stop.wait(max(0.0, start + REQUEST_INTERVAL_S - time.perf_counter()))
 
     def __enter__(self) -> Hammer:
+        self._probe.__enter__()
         for thread in self._threads:
             thread.start()
         return self
@@ -92,6 +139,8 @@ class Hammer:
         self._stop.set()
         for thread in self._threads:
             thread.join(15)
+        self.stalls_ms = self._probe.stalls_ms()
+        self._probe.__exit__()
 
     def samples(self) -> list[Sample]:
         if self._errors:
@@ -106,7 +155,7 @@ def by_client(samples: Sequence[Sample]) -> dict[str, list[float]]:
 def hammer_for(url: str, seconds: float, name: str) -> PhaseResult:
     with Hammer(url) as hammer:
         time.sleep(seconds)
-    return PhaseResult(name, by_client(hammer.samples()), seconds)
+    return PhaseResult(name, by_client(hammer.samples()), seconds, hammer.stalls_ms)
 
 
 def configuring(url: str, client: httpx.Client, seconds: float) -> PhaseResult:
@@ -127,7 +176,7 @@ def configuring(url: str, client: httpx.Client, seconds: float) -> PhaseResult:
         f"{len(spans)} averaging changes, {statistics.mean(took):.2f} s each "
         f"({min(took):.2f}-{max(took):.2f} s); only requests sent and answered during one count"
     )
-    return PhaseResult("configuring", by_client(inside), sum(took), note)
+    return PhaseResult("configuring", by_client(inside), sum(took), hammer.stalls_ms, note)
 
 
 def _within(sample: Sample, spans: Sequence[tuple[float, float]]) -> bool:
@@ -145,9 +194,7 @@ def recording(url: str, client: httpx.Client, seconds: float) -> PhaseResult:
     finally:
         client.post("/record/stop", json={"session_id": "current"}).raise_for_status()
         client.post("/sensor/stop").raise_for_status()
-    return PhaseResult(
-        result.name, result.samples, seconds, f"{rows / seconds:.0f} lines/s being recorded"
-    )
+    return dataclasses.replace(result, note=f"{rows / seconds:.0f} lines/s being recorded")
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
@@ -181,6 +228,11 @@ def print_table(results: Sequence[PhaseResult]) -> None:
     for phase in results:
         if phase.note:
             print(f"{phase.name}: {phase.note}")
+        if phase.stalls_ms:
+            print(
+                f"{phase.name}: the machine stalled {len(phase.stalls_ms)} times "
+                f"(a 1 ms sleep in another process woke up to {max(phase.stalls_ms):.0f} ms late)"
+            )
 
 
 def verdict(phase: PhaseResult) -> str:

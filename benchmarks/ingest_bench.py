@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.pi_harness import CpuMeter, PiService, child_pid, exit_on_sigterm, machine
+from benchmarks.pi_harness import (
+    BenchError,
+    CpuMeter,
+    PiService,
+    child_pid,
+    exit_on_sigterm,
+    machine,
+)
 from qsensor_core.simulator.process import SimulatorProcess
 
 TARGET_LINES_PER_S = 1000.0
@@ -209,6 +216,8 @@ def run_rate(rate: Rate, seconds: float) -> RunResult:
             time.sleep(seconds)
             cpu = meter.percent()
             stop_ns = time.monotonic_ns()
+            if not sim.running:
+                raise BenchError(f"the simulator exited during the recording: {sim.stderr()}")
             client.post("/record/stop", json={"session_id": "current"}).raise_for_status()
             stats = client.get("/status").json()["stats"]
             session = folder / "data" / "sessions" / answer.json()["session_id"]
