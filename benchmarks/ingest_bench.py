@@ -52,7 +52,7 @@ class Rate:
         return self.adc_rate / self.averaging * self.speedup
 
 
-RATES = (  # 500 lines/s is the device's fastest; then 2x to 16x faster
+RATES = (  # 500 lines/s is the device's fastest; then 2 to 16 times faster
     Rate(1, 500),
     Rate(1, 500, 2.0),
     Rate(1, 500, 4.0),
@@ -80,7 +80,6 @@ class Comparison:
 @dataclass(frozen=True)
 class RunResult:
     rate: Rate
-    seconds: float
     comparison: Comparison
     lines_per_s: float
     service_cpu: float
@@ -228,7 +227,6 @@ def run_rate(rate: Rate, seconds: float) -> RunResult:
     span_s = (got[-1].mono_ns - got[0].mono_ns) / 1e9 if len(got) > 1 else 0.0
     return RunResult(
         rate=rate,
-        seconds=seconds,
         comparison=comparison,
         lines_per_s=(len(got) - 1) / span_s if span_s else 0.0,
         service_cpu=cpu["service"],
