@@ -391,3 +391,32 @@ def test_a_silent_port_fails_connect_in_bounded_time() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_concurrent_connects_start_one_worker(device_factory) -> None:
+    """Exactly one caller connects; the others are told so at once, and none is left waiting."""
+    device = device_factory()
+    driver = SensorDriver(device.path, timeouts=FAST)
+    callers = 6
+    barrier = threading.Barrier(callers)
+    outcomes: list[object] = []
+
+    def connect() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(driver.connect())
+        except InvalidState as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=connect, daemon=True) for _ in range(callers)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(15)
+        assert not any(t.is_alive() for t in threads), "a connect() never returned"
+        assert len(outcomes) == callers
+        assert sum(not isinstance(o, InvalidState) for o in outcomes) == 1
+        assert driver.read_config().serial_number == "Q777"
+    finally:
+        driver.disconnect()

@@ -397,7 +397,7 @@ class SensorDriver:
             self._worker = threading.Thread(
                 target=self._run, name=f"qsensor-driver {self.port}", daemon=True
             )
-        self._worker.start()
+            self._worker.start()  # under the lock: a concurrent connect sees it alive
         return future
 
     # ------------------------------------------------------------------ worker thread
