@@ -123,6 +123,17 @@ def unseen_drop_risk(result: RunResult, buffer_bytes: int) -> str | None:
     )
 
 
+def short_window(result: RunResult, seconds: float) -> str | None:
+    """Fewer lines than the rate promises: the simulator stalled, so the row proves less."""
+    expected = result.rate.lines_per_s * seconds
+    if result.comparison.emitted >= 0.95 * expected:
+        return None
+    return (
+        f"note: at {result.rate.lines_per_s:.0f} lines/s the simulator wrote only "
+        f"{result.comparison.emitted} lines in the window, not ~{expected:.0f}"
+    )
+
+
 def recorded_lines(session_dir: Path) -> list[Received]:
     """Reading rows of the sealed chunks, in order, as the device line they came from."""
     out: list[Received] = []
@@ -291,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         if r.rejected_lines:
             print(f"note: {r.rejected_lines} unknown lines rejected at {r.rate.lines_per_s:.0f}/s")
-        if note := unseen_drop_risk(r, buffer_bytes):
-            print(note)
+        for note in (unseen_drop_risk(r, buffer_bytes), short_window(r, args.seconds)):
+            if note:
+                print(note)
     print(verdict(results))
     return 0
 
