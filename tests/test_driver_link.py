@@ -107,10 +107,15 @@ def test_a_prompt_without_line_break_matches_once(pty_pair: Pty) -> None:
 
 
 def test_lines_from_before_an_exchange_do_not_answer_it(pty_pair: Pty) -> None:
-    link = _open(pty_pair.path, [])
+    seen: list[tuple[str, int, int]] = []
+    link = _open(pty_pair.path, seen)
     try:
         pty_pair.write(b"stale\r\nSelect: ")
-        link.pump(0.2)
+        for _ in range(100):  # one read may take only part of what was written
+            if seen:
+                break
+            link.pump(0.1)
+        assert [line for line, _, _ in seen] == ["stale"]
         link.begin_exchange()
         assert (
             link.expect(

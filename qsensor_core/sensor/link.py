@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import time
 from collections import deque
 from collections.abc import Callable
@@ -90,12 +91,13 @@ class SerialLink:
         self._buffer = LineBuffer()
         self._unexamined: deque[str] = deque(maxlen=4096)
         try:
-            self._port = serial.Serial(
-                path, baud, timeout=read_s, write_timeout=2.0, exclusive=True
-            )
+            # Reads never block in pyserial: `pump` waits with select, so the port is never
+            # reconfigured per read (assigning `Serial.timeout` redoes flock and tcsetattr).
+            self._port = serial.Serial(path, baud, timeout=0, write_timeout=2.0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkLost(f"cannot open {path}: {exc}") from exc
-        self._rdev = _rdev_of_fd(self._port.fileno())
+        self._fd = self._port.fileno()
+        self._rdev = _rdev_of_fd(self._fd)
         self._next_path_check = time.monotonic() + PATH_CHECK_INTERVAL_S
 
     def close(self) -> None:
@@ -109,10 +111,13 @@ class SerialLink:
             raise LinkLost(f"write failed: {exc}") from exc
 
     def pump(self, timeout_s: float | None = None) -> list[str]:
-        """One read of up to `timeout_s`; complete lines go to the sink and are returned."""
+        """Wait up to `timeout_s` for input and take all of it; complete lines go to the sink
+        and are returned."""
+        wait_s = self._read_s if timeout_s is None else max(timeout_s, 0.0)
         try:
-            self._port.timeout = self._read_s if timeout_s is None else max(timeout_s, 0.001)
-            data = self._port.read(max(1, self._port.in_waiting))
+            ready = select.select([self._fd], [], [], wait_s)[0]
+            # Readable with nothing waiting is a hang-up: read(1) then raises.
+            data = self._port.read(max(1, self._port.in_waiting)) if ready else b""
         except (serial.SerialException, OSError) as exc:
             raise LinkLost(f"read failed: {exc}") from exc
         if not data:
