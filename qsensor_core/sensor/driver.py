@@ -351,9 +351,8 @@ class SensorDriver:
         if worker is None or not worker.is_alive():
             return
         with contextlib.suppress(NotConnected):  # the worker may have ended meanwhile
-            self._call("disconnect")
-        if worker is not threading.current_thread():
-            worker.join(timeout=5.0)
+            self._call("disconnect")  # InvalidState from a callback: it would join itself
+        worker.join(timeout=5.0)
 
     def submit(self, command: str, *args: Any) -> Future[Any]:
         """Queue a public method by name and return its Future without waiting.
@@ -688,51 +687,39 @@ class SensorDriver:
         self._apply_config(config)
         return config
 
-    def _averaging_exchange(self, n: int) -> None:
+    def _number_exchange(
+        self,
+        command: bytes,
+        prompt: str,
+        value: int,
+        *,
+        ok: str,
+        refusal: str,
+        refusal_pause_s: float,
+        label: str,
+    ) -> None:
+        """`A` or `R`: answer the number prompt, then wait for the confirmation or refusal."""
         link = self._writer()
         link.begin_exchange()
-        link.write(protocol.CMD_AVERAGING)
-        pause_s = self._t.averaging_invalid_s + self._t.menu_s
+        link.write(command)
+        letter = command.decode("ascii").strip()
+        pause_s = refusal_pause_s + self._t.menu_s
         self._answer_prompt(
-            protocol.AVERAGING_PROMPT,
-            f"{n}\r".encode(),
+            prompt,
+            f"{value}\r".encode(),
             completion=protocol.CR,
             resync_s=pause_s,
-            what="averaging prompt",
+            what=f"{label} prompt",
         )
-        ok = protocol.AVERAGING_OK.format(n=n)
-        invalid = _contains(protocol.AVERAGING_INVALID)
-        answer = link.expect(_either(_equals(ok), invalid), self._t.prompt_s, partial=invalid)
+        refused = _contains(refusal)
+        answer = link.expect(_either(_equals(ok), refused), self._t.prompt_s, partial=refused)
         if answer is None:
-            self._expect_menu(pause_s, "A")
-            raise SensorTimeout(f"{self.port}: no answer to averaging {n}")
-        self._expect_menu(pause_s if invalid(answer) else self._t.menu_s, "A")
-        if invalid(answer):
+            self._expect_menu(pause_s, letter)
+            raise SensorTimeout(f"{self.port}: no answer to {label} {value}")
+        self._expect_menu(pause_s if refused(answer) else self._t.menu_s, letter)
+        if refused(answer):
             self._read_config()
-            raise CommandRejected(f"device refused averaging {n}: {answer.strip()!r}")
-
-    def _adc_rate_exchange(self, rate: int) -> None:
-        link = self._writer()
-        link.begin_exchange()
-        link.write(protocol.CMD_ADC_RATE)
-        pause_s = self._t.adc_rate_invalid_s + self._t.menu_s
-        self._answer_prompt(
-            protocol.ADC_RATE_PROMPT_2,
-            f"{rate}\r".encode(),
-            completion=protocol.CR,
-            resync_s=pause_s,
-            what="ADC rate prompt",
-        )
-        ok = protocol.ADC_RATE_OK.format(r=rate)
-        invalid = _contains(protocol.ADC_RATE_INVALID)
-        answer = link.expect(_either(_equals(ok), invalid), self._t.prompt_s, partial=invalid)
-        if answer is None:
-            self._expect_menu(pause_s, "R")
-            raise SensorTimeout(f"{self.port}: no answer to ADC rate {rate}")
-        self._expect_menu(pause_s if invalid(answer) else self._t.menu_s, "R")
-        if invalid(answer):
-            self._read_config()
-            raise CommandRejected(f"device refused ADC rate {rate}: {answer.strip()!r}")
+            raise CommandRejected(f"device refused {label} {value}: {answer.strip()!r}")
 
     def _mode_exchange(self, mode: Mode, tag: str) -> None:
         link = self._writer()
@@ -868,12 +855,28 @@ class SensorDriver:
 
     def _op_set_averaging(self, n: int) -> SensorConfig:
         self._require(DriverState.IDLE, DriverState.PAUSED, action="set averaging")
-        self._averaging_exchange(n)
+        self._number_exchange(
+            protocol.CMD_AVERAGING,
+            protocol.AVERAGING_PROMPT,
+            n,
+            ok=protocol.AVERAGING_OK.format(n=n),
+            refusal=protocol.AVERAGING_INVALID,
+            refusal_pause_s=self._t.averaging_invalid_s,
+            label="averaging",
+        )
         return self._confirm(averaging=n)
 
     def _op_set_adc_rate(self, rate: int) -> SensorConfig:
         self._require(DriverState.IDLE, DriverState.PAUSED, action="set the ADC rate")
-        self._adc_rate_exchange(rate)
+        self._number_exchange(
+            protocol.CMD_ADC_RATE,
+            protocol.ADC_RATE_PROMPT_2,
+            rate,
+            ok=protocol.ADC_RATE_OK.format(r=rate),
+            refusal=protocol.ADC_RATE_INVALID,
+            refusal_pause_s=self._t.adc_rate_invalid_s,
+            label="ADC rate",
+        )
         return self._confirm(adc_rate=rate)
 
     def _op_set_mode(self, mode: Mode, tag: str | None) -> SensorConfig:
