@@ -54,7 +54,7 @@ def test_async_sensor_runs_the_whole_cycle(tmp_path: Path) -> None:
         await asyncio.wait_for(arrived.wait(), 10)
         await sensor.stop()
         assert sensor.stats.data == len(readings)
-        await sensor.disconnect()
+        await asyncio.gather(sensor.disconnect(), sensor.disconnect())  # e.g. shutdown + request
         await sensor.disconnect()
         assert sensor.state is DriverState.DISCONNECTED
         with pytest.raises(NotConnected):

@@ -9,9 +9,10 @@ reach the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-from qsensor_core.sensor.driver import SensorDriver
+from qsensor_core.sensor.driver import NotConnected, SensorDriver
 from qsensor_core.sensor.models import DriverState, DriverStats, Mode, SensorConfig
 
 
@@ -67,7 +68,6 @@ class AsyncSensor:
         await self._run("stop")
 
     async def disconnect(self) -> None:
-        """Like `SensorDriver.disconnect`; a no-op when not connected."""
-        if self.driver.state is DriverState.DISCONNECTED:
-            return
-        await self._run("disconnect")
+        """Like `SensorDriver.disconnect`; a no-op when not connected (or the worker is ending)."""
+        with contextlib.suppress(NotConnected):
+            await self._run("disconnect")
