@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -22,6 +23,7 @@ from qsensor_core.recording import (
     Manifest,
     RecorderEvent,
     RecorderStopped,
+    RecordingError,
     SessionRecorder,
     SessionStore,
     parse_chunk,
@@ -350,6 +352,23 @@ def test_stop_from_an_event_callback_does_not_deadlock(tmp_path: Path) -> None:
     assert done.wait(10)
     assert holder["manifest"].state == "stopped"
     assert recorder.stop() == holder["manifest"]
+
+
+def test_a_recorder_failing_to_finalise_leaves_the_session_to_recovery(tmp_path: Path) -> None:
+    recorder = start(tmp_path)
+    recorder.add_reading(next(readings(1)))
+    reserve = recorder.session_dir / ".reserve"
+    reserve.unlink()
+    reserve.mkdir()
+    (reserve / "x").touch()  # the space reserve can no longer be released
+    with pytest.raises(RecordingError, match="failed before sealing"):
+        recorder.stop()
+    store = SessionStore(tmp_path)
+    assert [s.state for s in store.list_sessions()] == ["interrupted"]  # its lock was released
+    shutil.rmtree(reserve)
+    assert store.recover() == [recorder.session_id]
+    manifest = store.manifest(recorder.session_id)
+    assert (manifest.state, manifest.totals.rows) == ("interrupted", 1)
 
 
 @pytest.mark.parametrize(

@@ -635,6 +635,20 @@ class SessionRecorder:
         """Seal the last chunk, write the final manifest, release the session, then tell."""
         if self._final is not None:
             return
+        try:
+            sealed, errors, manifest = self._seal_all()
+        finally:
+            self._release_lock()  # also after a failure, so recovery can repair the session
+        with self._lock:
+            self._final = manifest
+            self._state = "stopped"
+        self._emit_all(sealed, errors)
+        if manifest.stop_reason in ("disk_full", "error"):
+            self._emit(manifest.stop_reason, detail=manifest.stop_detail or "")
+        self._emit("stopped", detail=manifest.stop_reason or "")
+
+    def _seal_all(self) -> tuple[list[ChunkInfo], list[str], Manifest]:
+        """Seal every chunk and write the final manifest: (sealed, error details, manifest)."""
         with self._lock:
             self._begin_stop_locked("requested")
             if self._open is not None:
@@ -655,14 +669,7 @@ class SessionRecorder:
             write_manifest(self.session_dir, manifest)
         except OSError as exc:
             errors.append(f"writing the final manifest: {exc}; recovery will rebuild it")
-        self._release_lock()
-        with self._lock:
-            self._final = manifest
-            self._state = "stopped"
-        self._emit_all(sealed, errors)
-        if manifest.stop_reason in ("disk_full", "error"):
-            self._emit(manifest.stop_reason, detail=manifest.stop_detail or "")
-        self._emit("stopped", detail=manifest.stop_reason or "")
+        return sealed, errors, manifest
 
     def _release_lock(self) -> None:
         if self._lock_fd is None:
