@@ -32,9 +32,14 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def temp_path(path: Path) -> Path:
+    """The hidden file `atomic_write_bytes` writes before renaming it over `path`."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` so readers see the old or the new content, never a mix, even after a crash."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from qsensor_core.recording.csv_format import HEADER_BYTES, parse_row
 from qsensor_core.recording.errors import ChunkFormatError, ManifestError, RecordingError
-from qsensor_core.recording.fsutil import try_lock
+from qsensor_core.recording.fsutil import temp_path, try_lock
 from qsensor_core.recording.layout import (
     CHUNK_RE,
     LOCK_NAME,
@@ -26,6 +26,7 @@ from qsensor_core.recording.layout import (
     STAGING_PREFIX,
     chunk_name,
     is_session_id,
+    open_chunk_name,
     session_start_iso,
 )
 from qsensor_core.recording.manifest import ChunkInfo, Manifest, read_manifest, write_manifest
@@ -33,7 +34,6 @@ from qsensor_core.recording.sealing import describe_sealed_chunk, seal_open_chun
 
 log = logging.getLogger(__name__)
 
-_MANIFEST_TMP = f".{MANIFEST_NAME}.tmp"
 _CORRUPT_COPY = f".{MANIFEST_NAME}.corrupt"
 
 
@@ -120,8 +120,8 @@ def _recover_locked(session_dir: Path, now_iso: str) -> None:
         }
     )
     write_manifest(session_dir, manifest)
-    for leftover in (RESERVE_NAME, _MANIFEST_TMP):
-        (session_dir / leftover).unlink(missing_ok=True)
+    for leftover in (session_dir / RESERVE_NAME, temp_path(session_dir / MANIFEST_NAME)):
+        leftover.unlink(missing_ok=True)
     log.warning("recovered session %s: %s", session_dir.name, "; ".join(notes) or "sealed")
 
 
@@ -130,7 +130,7 @@ def _seal_open_chunks(session_dir: Path, notes: list[str]) -> tuple[dict[int, Ch
     sealed: dict[int, ChunkInfo] = {}
     torn = 0
     for index in _indices(session_dir)[0]:
-        name = f"{chunk_name(index)}.open"
+        name = open_chunk_name(index)
         size = (session_dir / name).stat().st_size
         try:
             info = seal_open_chunk(session_dir, index)
@@ -217,7 +217,7 @@ def _discard_staging(staging: Path) -> None:
         return
     try:
         open_, _ = _indices(staging)
-        sizes = [(staging / f"{chunk_name(i)}.open").stat().st_size for i in open_]
+        sizes = [(staging / open_chunk_name(i)).stat().st_size for i in open_]
         if all(size <= len(HEADER_BYTES) for size in sizes):
             shutil.rmtree(staging)
         else:
