@@ -30,6 +30,7 @@ from qsensor_core.recording import (
     SessionRecorder,
     SessionStore,
 )
+from qsensor_core.recording.fsutil import file_sha256
 from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
 from qsensor_core.sensor.aio import AsyncSensor
@@ -567,7 +568,7 @@ class PiService:
         if name != MANIFEST_NAME:
             digest = views.chunk_sha256(await self._manifest(session_id), name)
         if digest is None:
-            digest = await _run(views.file_sha256, path)
+            digest = await _run(file_sha256, path)
         return path, digest
 
     async def tail(self, session_id: str, index: int, offset: int) -> views.TailAnswer:

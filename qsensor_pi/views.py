@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from qsensor_core.recording import (
@@ -94,14 +92,6 @@ def chunk_sha256(manifest: Manifest, name: str) -> str | None:
         if chunk.name == name:
             return chunk.sha256
     return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def stop_answer(manifest: Manifest) -> dict[str, Any]:

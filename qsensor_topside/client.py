@@ -19,7 +19,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
-from qsensor_topside.remote import RemoteManifest, RemoteSession, chunk_name
+from qsensor_core.recording.layout import chunk_name
+from qsensor_topside.remote import RemoteManifest, RemoteSession
 from qsensor_topside.sse import SSEEvent, SSEParser
 from qsensor_topside.store import PartWriter
 from qsensor_topside.token_bucket import RateMeter, TokenBucket

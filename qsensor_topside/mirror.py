@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 import httpx
 
 from qsensor_core.recording.csv_format import HEADER_BYTES, parse_row
+from qsensor_core.recording.layout import chunk_name
 from qsensor_topside.client import PiClient, PiError
 from qsensor_topside.config import TopsideConfig, VehicleSpec
 from qsensor_topside.plan import (
@@ -36,7 +37,7 @@ from qsensor_topside.plan import (
     manifests_to_refresh,
     plan_chunks,
 )
-from qsensor_topside.remote import RECORDING, RemoteChunk, RemoteSession, chunk_index, chunk_name
+from qsensor_topside.remote import RECORDING, RemoteChunk, RemoteSession, chunk_index
 from qsensor_topside.sse import SSEParser
 from qsensor_topside.status_model import ChunkFailure, LinkState, SessionStatus, VehicleStatus
 from qsensor_topside.store import VehicleStore

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from qsensor_core.recording.layout import chunk_name
 from qsensor_topside.remote import (
     RECORDING,
     RemoteChunk,
     RemoteManifest,
     RemoteSession,
     chunk_index,
-    chunk_name,
 )
 
 ChunkKey = tuple[str, str]

@@ -24,11 +24,6 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-def chunk_name(index: int) -> str:
-    """The sealed file name of chunk `index` (the recorder's naming)."""
-    return f"chunk_{index:05d}.csv"
-
-
 def chunk_index(name: str) -> int:
     """Index of a chunk from its name; also accepts the open chunk's `.open` name."""
     match = _CHUNK_PREFIX.match(name)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from qsensor_core.recording.fsutil import HASH_BLOCK, atomic_write_bytes, file_sha256, fsync_dir
 from qsensor_topside.plan import LocalSession
 from qsensor_topside.remote import CHUNK_NAME, RemoteManifest, check_session_id
 
 MANIFEST = "manifest.json"
 PART_SUFFIX = ".part"
-_HASH_BLOCK = 1 << 20
 
 
 class VehicleStore:
@@ -91,7 +91,8 @@ class VehicleStore:
                 return False
         except FileNotFoundError:
             pass
-        write_atomic(path, raw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, raw)
         return True
 
     def open_part(self, session_id: str, name: str, offset: int) -> PartWriter:
@@ -143,7 +144,7 @@ class PartWriter:
             self._file.truncate(offset)
         self._hash = hashlib.sha256()
         self._file.seek(0)
-        for block in iter(lambda: self._file.read(_HASH_BLOCK), b""):
+        for block in iter(lambda: self._file.read(HASH_BLOCK), b""):
             self._hash.update(block)
         self.size = self._file.tell()
 
@@ -169,34 +170,6 @@ class PartWriter:
     def close(self) -> None:
         self.flush()
         self._file.close()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file + fsync + rename + directory fsync: a reader sees the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _checked(name: str) -> str:
