@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-DOCKERFILE = Path(__file__).resolve().parent.parent / "docker" / "Dockerfile"
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DOCKERIGNORE = ROOT / "docker" / "Dockerfile.dockerignore"
 JSON_LABELS = ("permissions", "tags", "authors", "company", "links")
 
 
@@ -64,3 +66,49 @@ def test_image_runs_the_service_on_the_labelled_port_and_data_folder() -> None:
     assert argv[argv.index("--port") + 1] == "9150"
     assert argv[argv.index("--data") + 1] == "/data"
     assert "--only-binary=:all:" in text  # wheels only: no compiler, any platform with wheels
+
+
+def _ignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as a regex: `**` any depth, `*` and `?` within one name."""
+    parts = re.split(r"(\*\*|\*|\?)", pattern.strip("/"))
+    wild = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wild.get(p, re.escape(p)) for p in parts))
+
+
+def sent_to_docker(path: str, rules: list[str]) -> bool:
+    """Whether the build context keeps `path`: the last rule matching it or a parent decides."""
+    prefixes = [path.rsplit("/", n)[0] for n in range(path.count("/") + 1)]
+    kept = True
+    for rule in rules:
+        negated = rule.startswith("!")
+        regex = _ignore_regex(rule.removeprefix("!"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            kept = negated
+    return kept
+
+
+def test_every_copied_file_is_in_the_build_context() -> None:
+    """docker/Dockerfile.dockerignore keeps out everything not re-included: each file a COPY
+    names must be re-included, or the build stops with "not found"."""
+    rules = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not sent_to_docker("tests/test_pi_docker.py", rules)  # the matcher can say no
+    copied = []
+    for line in DOCKERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copied += words[1:-1]
+    assert {"pyproject.toml", "LICENSE", "qsensor_pi"} <= set(copied)
+    for source in copied:
+        files = [source] if (ROOT / source).is_file() else []
+        files += [
+            str(f.relative_to(ROOT))
+            for f in (ROOT / source).rglob("*")
+            if f.is_file() and "__pycache__" not in f.parts
+        ]
+        assert files, f"COPY {source}: nothing in the repository"
+        left_out = [f for f in files if not sent_to_docker(f, rules)]
+        assert not left_out, f"COPY {source}: the build context leaves out {left_out[:5]}"
