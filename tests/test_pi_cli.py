@@ -24,7 +24,6 @@ def _unix(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-@pytest.mark.timeout(90)
 def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -41,6 +40,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.timeout(90)
 def test_simulated_service_stamps_everything_with_its_clock(tmp_path: Path) -> None:
     data = tmp_path / "data"
     service = ServiceProcess(*SIM, "--data", str(data), env={"QSENSOR_CLOCK_OFFSET_S": "7200"})
