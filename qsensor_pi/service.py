@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from qsensor_core.recording import (
     SessionRecorder,
     SessionStore,
 )
-from qsensor_core.recording.fsutil import file_sha256
+from qsensor_core.recording.fsutil import file_sha256, free_bytes
 from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
 from qsensor_core.sensor.aio import AsyncSensor
@@ -414,13 +413,13 @@ class PiService:
 
     # ---- views of the sensor ----------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         driver = self._driver
         config = driver.config if driver is not None else None
         recorder = self._recorder
         session = None
         if recorder is not None:
-            live = recorder.status()
+            live = await _run(recorder.status)  # its lock is held while rows are written
             session = {
                 "session_id": recorder.session_id,
                 "state": live.state,
@@ -443,7 +442,7 @@ class PiService:
             "stats": views.driver_stats(driver) if driver is not None else None,
         }
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         driver = self._driver
         config = driver.config if driver is not None else None
         return {
@@ -451,7 +450,7 @@ class PiService:
             "port": driver.port if driver is not None else None,
             "model": config.description if config is not None else None,
             "firmware": config.firmware if config is not None else None,
-            "disk_free_bytes": shutil.disk_usage(self.settings.data_dir).free,
+            "disk_free_bytes": await _run(free_bytes, self.settings.data_dir),
             "state": self.driver_state.value,
         }
 

@@ -58,7 +58,7 @@ async def ports() -> list[dict[str, Any]]:
 
 @router.get("/instrument/health", response_model=HealthOut)
 async def health(service: Service) -> dict[str, Any]:
-    return await run_in_threadpool(service.health)
+    return await service.health()
 
 
 @router.post("/sensor/start", response_model=StartedOut, responses=errors(409, 503, 504, 507))
@@ -97,7 +97,7 @@ async def configure(
 
 @router.get("/status", response_model=StatusOut)
 async def status(service: Service) -> dict[str, Any]:
-    return service.status()
+    return await service.status()
 
 
 @router.get("/latest", response_model=ReadingOut | dict[str, str])
