@@ -29,7 +29,7 @@ from qsensor_core.recording import (
     SessionRecorder,
     SessionStore,
 )
-from qsensor_core.recording.fsutil import file_sha256, free_bytes
+from qsensor_core.recording.fsutil import atomic_write_bytes, file_sha256, free_bytes
 from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
 from qsensor_core.sensor.aio import AsyncSensor
@@ -283,7 +283,8 @@ class PiService:
             self._poll_hz = None
             self._last_error = None
             if self.settings.remember_port:
-                await _run(self._save_port, port, baud)
+                saved = json.dumps({"port": port, "baud": baud}).encode()
+                await _run(atomic_write_bytes, self.settings.data_dir / LAST_PORT_FILE, saved)
         self._publish_state("connected")
         return views.connect_answer(sensor.driver, config)
 
@@ -299,12 +300,6 @@ class PiService:
         )
         holder.append(driver)
         return driver
-
-    def _save_port(self, port: str, baud: int) -> None:
-        target = self.settings.data_dir / LAST_PORT_FILE
-        temp = target.with_suffix(".tmp")
-        temp.write_text(json.dumps({"port": port, "baud": baud}))
-        temp.replace(target)
 
     async def disconnect(self) -> dict[str, Any]:
         self._cancel_startup()
