@@ -116,14 +116,17 @@ class PiService:
             self._startup_task = asyncio.create_task(self._connect_with_retry(*target))
 
     async def shutdown(self) -> None:
+        """Seal the recording, then release the port, also when sealing failed."""
         self._cancel_startup()
-        async with self._record_lock:
-            await self._stop_recording_locked()
-        async with self._sensor_lock:
-            sensor, self._sensor = self._sensor, None
-            if sensor is not None:
-                with contextlib.suppress(Exception):
-                    await sensor.disconnect()
+        try:
+            async with self._record_lock:
+                await self._stop_recording_locked()
+        finally:
+            async with self._sensor_lock:
+                sensor, self._sensor = self._sensor, None
+                if sensor is not None:
+                    with contextlib.suppress(Exception):
+                        await sensor.disconnect()
 
     def _startup_target(self) -> tuple[str, int] | None:
         if self.settings.serial_port:
