@@ -50,8 +50,8 @@ WAKE_EVENTS = frozenset({"chunk_sealed", "session"})
 SSE_READ_TIMEOUT_S = 45.0  # the Pi pings every 15 s
 TAIL_MORE_BYTES = 256 * 1024  # a tail read this long may have stopped at the Pi's read limit
 PARALLEL_UNCAPPED = 3  # chunk transfers at once when there is no bandwidth cap
-REPORT_AFTER_ATTEMPTS = 3
-RESTART_DELAY_S = 2.0  # a chunk failing this often is logged as an error
+REPORT_AFTER_ATTEMPTS = 3  # a chunk failing this often is logged as an error
+RESTART_DELAY_S = 2.0  # before a loop that raised is started again
 
 
 class IntegrityError(Exception):
@@ -111,15 +111,19 @@ class VehicleMirror:
     # -- sync ---------------------------------------------------------------------------
 
     async def _sync_loop(self) -> None:
+        failures = 0
         while True:
             self._wake_sync.clear()
             try:
                 await self.reconcile()
+                failures = 0
             except LINK_ERRORS as exc:
                 self._link_failed(exc)
+                failures += 1
             except (PiError, OSError) as exc:
                 self._note_error(exc)
-            await _wait(self._wake_sync, self._next_sync_delay())
+                failures += 1
+            await _wait(self._wake_sync, self._next_sync_delay(failures))
 
     async def reconcile(self) -> None:
         """One pass: session list, stale manifests, then every unverified chunk in order."""
@@ -218,7 +222,16 @@ class VehicleMirror:
             await asyncio.to_thread(part.close)
         await asyncio.to_thread(self.store.promote, session_id, name)
 
-    def _next_sync_delay(self) -> float:
+    def _next_sync_delay(self, failures: int) -> float:
+        """The poll interval or the soonest chunk retry; after failed passes, a backoff
+        instead (a retry already due would otherwise ask a dead Pi again at once, forever)."""
+        if failures:
+            return backoff_delay(
+                failures,
+                initial=self.config.retry_initial,
+                maximum=self.config.poll_interval,
+                jitter=random.random(),
+            )
         delay = self.config.poll_interval
         if self.retries:
             soonest = min(r.next_at for r in self.retries.values())
