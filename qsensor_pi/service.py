@@ -25,6 +25,8 @@ from qsensor_core.clock import Clock, iso_utc
 from qsensor_core.recording import (
     InvalidName,
     Manifest,
+    ManifestError,
+    NotFound,
     RecordingError,
     SessionRecorder,
     SessionStore,
@@ -617,16 +619,20 @@ class PiService:
 
         An id naming no known session replays every sealed chunk on disk.
         """
-        summaries = await _run(self.store.list_sessions)
+        return await _run(self._sealed_events_after, last_event_id)
+
+    def _sealed_events_after(self, last_event_id: str) -> list[Event]:
         session_after, _, index_text = last_event_id.partition("/")
-        after_index = int(index_text) if index_text.isdigit() else -1
-        ids = [s.session_id for s in summaries if s.manifest_error is None]
-        start = ids.index(session_after) if session_after in ids else None
+        after_index = int(index_text) if index_text.isascii() and index_text.isdigit() else -1
+        ids = [s.session_id for s in self.store.list_sessions() if s.manifest_error is None]
+        if session_after in ids:
+            ids = ids[ids.index(session_after) :]
         events: list[Event] = []
-        for position, session_id in enumerate(ids):
-            if start is not None and position < start:
+        for session_id in ids:
+            try:
+                chunks = self.store.manifest(session_id).chunks
+            except (ManifestError, NotFound):  # changed since it was listed
                 continue
-            for chunk in (await self._manifest(session_id)).chunks:
-                if start is None or position > start or chunk.index > after_index:
-                    events.append(views.chunk_sealed_event(session_id, chunk))
+            skip = after_index if session_id == session_after else -1
+            events += [views.chunk_sealed_event(session_id, c) for c in chunks if c.index > skip]
         return events

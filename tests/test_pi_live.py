@@ -119,6 +119,15 @@ def test_sse_events_and_last_event_id_replay(served: ServedApp) -> None:
         assert [e["id"] for e in everything[:-1]] == [e["id"] for e in sealed]
 
 
+@pytest.mark.parametrize("since", ["x/\u00b2", "/", "a/b/c", "../0"])
+def test_unparsable_event_ids_replay_everything_and_keep_the_stream(
+    served: ServedApp, since: str
+) -> None:
+    with served.client(timeout=20) as c:
+        events = collect(c, lambda got: got[-1].get("event") == "state", since=since)
+    assert [e["data"]["kind"] for e in events] == ["snapshot"]  # no session yet, nothing to replay
+
+
 def test_websocket_sends_datalake_frames(served: ServedApp) -> None:
     with served.client() as c:
         assert c.post("/sensor/start").status_code == 200
