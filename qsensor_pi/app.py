@@ -19,6 +19,7 @@ from qsensor_core.recording import (
     InvalidName,
     ManifestError,
     NotFound,
+    OffsetOutOfRange,
     RecorderStopped,
 )
 from qsensor_core.sensor.driver import (
@@ -43,6 +44,7 @@ _ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (DiskFullError, 507),
     (NotFound, 404),
     (InvalidName, 404),  # names outside the allow-list: as absent as any other
+    (OffsetOutOfRange, 416),
     (RecorderStopped, 409),
     (ManifestError, 409),
     (ChunkFormatError, 409),

@@ -15,9 +15,5 @@ class Conflict(ServiceError):
     status_code = 409
 
 
-class RangeNotSatisfiable(ServiceError):
-    status_code = 416
-
-
 class InvalidArgument(ServiceError):
     status_code = 422

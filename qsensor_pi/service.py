@@ -23,7 +23,6 @@ from starlette.concurrency import run_in_threadpool
 
 from qsensor_core.clock import Clock, iso_utc
 from qsensor_core.recording import (
-    InvalidName,
     Manifest,
     ManifestError,
     NotFound,
@@ -38,7 +37,7 @@ from qsensor_core.sensor.aio import AsyncSensor
 from qsensor_core.sensor.driver import NotConnected, SensorDriver
 from qsensor_core.sensor.models import DriverEvent, DriverState, Reading, SensorConfig
 from qsensor_pi import views
-from qsensor_pi.errors import Conflict, InvalidArgument, RangeNotSatisfiable
+from qsensor_pi.errors import Conflict, InvalidArgument
 from qsensor_pi.events import Event, EventHub
 from qsensor_pi.ports import check_port
 from qsensor_pi.readings import ReadingRing, reading_json
@@ -574,12 +573,7 @@ class PiService:
         recorder = self._recorder
         if recorder is not None and recorder.session_id == session_id:
             await _run(recorder.flush)  # what was received so far is readable at once
-        try:
-            tail = await _run(self.store.read_tail, session_id, index, offset)
-        except InvalidName:
-            raise
-        except ValueError as exc:
-            raise RangeNotSatisfiable(str(exc)) from exc
+        tail = await _recording(self.store.read_tail, session_id, index, offset)
         return views.tail_answer(index, tail)
 
     async def sync_marker(self, request: SyncMarkerRequest) -> dict[str, Any]:

@@ -85,6 +85,10 @@ def test_recording_lifecycle_files_and_tail(served: ServedApp) -> None:
             "/record/tail", params={"session_id": sid, "index": open_index, "offset": nxt + 10**6}
         )
         assert past.status_code == 416
+        inside = c.get(
+            "/record/tail", params={"session_id": sid, "index": open_index, "offset": nxt - 1}
+        )
+        assert inside.status_code == 422 and "start of a line" in inside.json()["detail"]
         assert c.get("/record/tail", params={"session_id": sid, "index": 999}).status_code == 404
 
         stop = c.post("/record/stop", json={"session_id": sid})
