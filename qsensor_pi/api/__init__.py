@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import Request, WebSocket
+from starlette.requests import HTTPConnection
 
 from qsensor_pi.schemas import ErrorOut
 from qsensor_pi.service import PiService
 
 
-def service_of(request: Request) -> PiService:
-    return request.app.state.service
-
-
-def ws_service_of(websocket: WebSocket) -> PiService:
-    return websocket.app.state.service
+def service_of(connection: HTTPConnection) -> PiService:
+    """The application's service, for HTTP requests and WebSockets alike."""
+    return connection.app.state.service
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, object]]:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from qsensor_pi.api import service_of, ws_service_of
+from qsensor_pi.api import service_of
 from qsensor_pi.events import Event, SubscriberOverflow
 from qsensor_pi.readings import datalake_frames
 from qsensor_pi.service import PiService
@@ -60,7 +60,7 @@ async def events(
 @router.websocket("/ws/readings")
 async def ws_readings(websocket: WebSocket) -> None:
     """`qsensor_value=...`, `qsensor_temp=...`, `qsensor_vin=...` text frames per reading."""
-    service = ws_service_of(websocket)
+    service = service_of(websocket)
     await websocket.accept()
     with service.hub.subscribe(frozenset({"reading"})) as sub:
         closed = asyncio.ensure_future(_wait_closed(websocket))
