@@ -86,7 +86,7 @@ async def run_daemon(config: TopsideConfig, *, bar: CatchUpBar | None = None) ->
 
 async def _show_progress(board: StatusBoard, bar: CatchUpBar) -> None:
     while True:
-        status = board.snapshot()
+        status = await board.snapshot()
         backlog = sum(v.backlog_bytes for v in status.vehicles)
         bar.update(backlog, status.bytes_received, status.bandwidth_bps)
         await asyncio.sleep(PROGRESS_INTERVAL_S)

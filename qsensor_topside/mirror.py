@@ -129,7 +129,8 @@ class VehicleMirror:
         """One pass: session list, stale manifests, then every unverified chunk in order."""
         sessions = await self.client.sessions()
         self.remote = {s.session_id: s for s in sessions}
-        for session_id in manifests_to_refresh(sessions, self.store.scan_all()):
+        local = await asyncio.to_thread(self.store.scan_all)
+        for session_id in manifests_to_refresh(sessions, local):
             try:
                 _, raw = await self.client.manifest(session_id)
             except PiError as exc:
@@ -138,7 +139,8 @@ class VehicleMirror:
             await asyncio.to_thread(self.store.save_manifest, session_id, raw)
         if any(s.state == RECORDING for s in sessions):
             self._wake_tail.set()
-        plan = plan_chunks(self.store.scan_all().values(), self.retries, time.monotonic())
+        local = await asyncio.to_thread(self.store.scan_all)
+        plan = plan_chunks(local.values(), self.retries, time.monotonic())
         await self._fetch_all(plan.ready)
 
     async def _fetch_all(self, actions: list[FetchChunk]) -> None:
@@ -430,10 +432,13 @@ class VehicleMirror:
 
     # -- status -------------------------------------------------------------------------
 
-    def snapshot(self) -> VehicleStatus:
-        """The vehicle's status, computed from the files now plus the link bookkeeping."""
+    async def snapshot(self) -> VehicleStatus:
+        """The vehicle's status, computed from the files now plus the link bookkeeping.
+
+        The folders are scanned in a thread; the mirror's own state is read on the loop that
+        changes it, so a status request never sees a dict changing under it."""
+        local = await asyncio.to_thread(self.store.scan_all)
         now_mono, now_wall = time.monotonic(), time.time()
-        local = self.store.scan_all()
         plan = plan_chunks(local.values(), self.retries, now_mono)
         pending: defaultdict[str, list[FetchChunk]] = defaultdict(list)
         for action in [*plan.ready, *(a for a, _ in plan.waiting)]:

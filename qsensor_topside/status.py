@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,8 +47,8 @@ class StatusBoard:
         self.meter = meter
         self.started_at = datetime.now(tz=UTC).isoformat()
 
-    def snapshot(self) -> DaemonStatus:
-        vehicles = [m.snapshot() for m in self.mirrors]
+    async def snapshot(self) -> DaemonStatus:
+        vehicles = [await m.snapshot() for m in self.mirrors]
         return DaemonStatus(
             pid=os.getpid(),
             started_at=self.started_at,
@@ -62,8 +62,9 @@ class StatusBoard:
             vehicles=vehicles,
         )
 
-    def vehicle(self, name: str) -> VehicleStatus | None:
-        return next((m.snapshot() for m in self.mirrors if m.name == name), None)
+    async def vehicle(self, name: str) -> VehicleStatus | None:
+        mirror = next((m for m in self.mirrors if m.name == name), None)
+        return None if mirror is None else await mirror.snapshot()
 
 
 def _alerts(vehicle: VehicleStatus) -> Iterator[str]:
@@ -80,29 +81,33 @@ def _alerts(vehicle: VehicleStatus) -> Iterator[str]:
 
 
 def build_app(board: StatusBoard) -> FastAPI:
+    """Handlers are coroutines: they run on the daemon's loop, never in a worker thread
+    beside the mirrors whose state they read."""
     app = FastAPI(title="qsensor-topside status", docs_url=None, redoc_url=None)
 
     @app.get("/status", response_model=DaemonStatus)
-    def status() -> DaemonStatus:
-        return board.snapshot()
+    async def status() -> DaemonStatus:
+        return await board.snapshot()
 
     @app.get("/status/vehicles/{name}", response_model=VehicleStatus)
-    def vehicle(name: str) -> VehicleStatus:
-        found = board.vehicle(name)
+    async def vehicle(name: str) -> VehicleStatus:
+        found = await board.vehicle(name)
         if found is None:
             raise HTTPException(404, f"no vehicle named {name!r}")
         return found
 
     @app.get("/status/events")
-    def events() -> StreamingResponse:
+    async def events() -> StreamingResponse:
         return StreamingResponse(_status_events(board.snapshot), media_type="text/event-stream")
 
     return app
 
 
-async def _status_events(snapshot: Callable[[], DaemonStatus]) -> AsyncIterator[str]:
+async def _status_events(
+    snapshot: Callable[[], Awaitable[DaemonStatus]],
+) -> AsyncIterator[str]:
     while True:
-        yield format_event("status", snapshot().model_dump_json())
+        yield format_event("status", (await snapshot()).model_dump_json())
         await asyncio.sleep(STATUS_EVENT_INTERVAL_S)
 
 
