@@ -417,6 +417,7 @@ def test_cors_preflight_and_blueos_metadata(shared_service: ServedApp) -> None:
             assert action["method"] == "POST" and action["name"]
             body = json.loads(action["body"])
             assert c.post(path, json=body).status_code in (200, 409)  # bodies the API accepts
+        assert c.post("/sensor/stop").status_code == 200  # the shared service idle again
         assert c.get("/openapi.json").json()["paths"]["/record/tail"]
         assert c.get("/docs").status_code == 200
         page = c.get("/")
