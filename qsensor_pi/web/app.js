@@ -136,12 +136,19 @@ async function loadPorts() {
   } catch (err) { /* listing is a convenience */ }
 }
 
+let sessionsTimer = 0;
+function refreshSessionsSoon() {
+  // After a reconnect the service replays every chunk_sealed missed: one refresh for the burst.
+  clearTimeout(sessionsTimer);
+  sessionsTimer = setTimeout(refreshSessions, 250);
+}
+
 function listen() {
   const events = new EventSource(`${BASE}events`);
   events.addEventListener("reading", (e) => showReading(JSON.parse(e.data)));
   events.addEventListener("state", () => refreshStatus());
-  events.addEventListener("session", () => refreshSessions());
-  events.addEventListener("chunk_sealed", () => refreshSessions());
+  events.addEventListener("session", refreshSessionsSoon);
+  events.addEventListener("chunk_sealed", refreshSessionsSoon);
 }
 
 async function loadRecent() {
