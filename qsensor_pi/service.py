@@ -34,7 +34,7 @@ from qsensor_core.recording.fsutil import atomic_write_bytes, file_sha256, free_
 from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_core.recording.recorder import RecorderEvent
 from qsensor_core.sensor.aio import AsyncSensor
-from qsensor_core.sensor.driver import NotConnected, SensorDriver
+from qsensor_core.sensor.driver import SensorDriver
 from qsensor_core.sensor.models import DriverEvent, DriverState, Reading, SensorConfig
 from qsensor_pi import views
 from qsensor_pi.errors import Conflict, InvalidArgument
@@ -313,8 +313,7 @@ class PiService:
                 sensor, self._sensor = self._sensor, None
                 self._poll_hz = None
                 if sensor is not None:
-                    with contextlib.suppress(NotConnected):  # the link ended by itself
-                        await sensor.disconnect()
+                    await sensor.disconnect()  # a no-op when the link ended by itself
         self._publish_state("disconnected")
         return {"status": "disconnected", "session_id": stopped}
 
