@@ -148,9 +148,15 @@ class VehicleMirror:
 
         With a cap one transfer fills the link, so they run one at a time and the oldest
         chunk is verified first; without one, a few overlap to hide per-chunk latency
-        (server, hashing, fsync)."""
+        (server, hashing, fsync).
+
+        After the first fetch, a pass starts no new one once the loop is woken (a session
+        started, a chunk was sealed) or a poll interval has gone by: the next pass follows at
+        once with a fresh session list, so a long backlog never leaves a new session untailed
+        or a stopped one shown as recording."""
         slots = asyncio.Semaphore(1 if self.client.bucket.rate else PARALLEL_UNCAPPED)
         link_ok = True
+        deadline = time.monotonic() + self.config.poll_interval
 
         async def fetch(action: FetchChunk) -> None:
             nonlocal link_ok
@@ -160,8 +166,12 @@ class VehicleMirror:
                 slots.release()
 
         async with asyncio.TaskGroup() as group:
-            for action in actions:
+            for started, action in enumerate(actions):
                 await slots.acquire()
+                if started and (self._wake_sync.is_set() or time.monotonic() > deadline):
+                    self._wake_sync.set()
+                    slots.release()
+                    break
                 if not link_ok or not self._disk_ok(action.remaining):
                     slots.release()
                     break

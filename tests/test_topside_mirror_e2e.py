@@ -22,6 +22,8 @@ from topside_support import (
     wait_for,
 )
 
+from benchmarks.mirror_bench import write_session
+
 CUT_S = 30.0  # the acceptance number: a 30 s tether loss mid-session
 CHUNK_BODY = b"content-type: text/csv; charset=utf-8\r\naccept-ranges"  # /files chunk answers
 OPEN_TAIL = b"x-chunk-state: open"  # live-tail answers of the open chunk
@@ -189,6 +191,30 @@ def test_pi_service_restart_mid_session(tmp_path: Path) -> None:
             if second is not None:
                 second.stop()
             first.stop()
+
+
+@pytest.mark.timeout(90)
+def test_a_session_started_during_a_capped_backlog_is_tailed_at_once(tmp_path: Path) -> None:
+    data = tmp_path / "pi"
+    old, _ = write_session(data, chunks=8, chunk_bytes=192 * 1024)  # 1.5 MiB: ~30 s at 48K
+    pi = PiService(data, tmp_path / "pi.log")
+    daemon = None
+    try:
+        daemon = Daemon(pi.url, tmp_path / "top", tmp_path / "top.log", "--bwlimit", "48K")
+        wait_for(lambda: daemon.vehicle()["bytes_received"] > 0, 20, "the backlog to start")
+        sid = pi.start_recording(roll_interval_s=2)
+
+        def tailed() -> dict | None:
+            sessions = {s["session_id"]: s for s in daemon.vehicle()["sessions"]}
+            return sessions if sessions.get(sid, {}).get("lag_s") is not None else None
+
+        sessions = wait_for(tailed, 20, "the new session to be tailed")
+        assert sessions[old]["backlog_bytes"] > 0  # tailed before the backlog was through
+        pi.stop_recording(sid)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        pi.stop()
 
 
 def test_status_command_without_a_daemon_fails_clearly(tmp_path: Path) -> None:
