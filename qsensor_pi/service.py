@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -558,15 +559,18 @@ class PiService:
             out.append(entry)
         return out
 
-    async def sealed_file(self, session_id: str, name: str) -> tuple[Path, str]:
-        """Path of an allow-listed file of a session and the sha256 a client should verify."""
+    async def session_file(self, session_id: str, name: str) -> views.SessionFile:
+        """An allow-listed file of a session and the sha256 a client should verify.
+
+        Sealed chunks never change, so they are served from disk (with Range); the manifest is
+        rewritten at every seal, so it is read once and its digest taken over those bytes.
+        """
         path = await _run(self.store.sealed_file, session_id, name)
-        digest = None
-        if name != MANIFEST_NAME:
-            digest = views.chunk_sha256(await self._manifest(session_id), name)
-        if digest is None:
-            digest = await _run(file_sha256, path)
-        return path, digest
+        if name == MANIFEST_NAME:
+            content = await _run(path.read_bytes)
+            return views.SessionFile(hashlib.sha256(content).hexdigest(), content=content)
+        digest = views.chunk_sha256(await self._manifest(session_id), name)
+        return views.SessionFile(digest or await _run(file_sha256, path), path=path)
 
     async def tail(self, session_id: str, index: int, offset: int) -> views.TailAnswer:
         recorder = self._recorder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qsensor_core.recording import (
@@ -85,6 +86,15 @@ def chunk_sealed_event(session_id: str, chunk: ChunkInfo) -> Event:
 def sealed_chunks(manifest: Manifest) -> list[dict[str, Any]]:
     """Sealed chunks of a session in order (the open one is never listed)."""
     return [chunk_json(c) for c in manifest.chunks]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFile:
+    """What `/files` serves: a sealed chunk from disk, or the manifest's bytes as read."""
+
+    sha256: str
+    path: Path | None = None
+    content: bytes | None = None
 
 
 def chunk_sha256(manifest: Manifest, name: str) -> str | None:

@@ -44,6 +44,21 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def test_manifest_digest_matches_the_bytes_sent_while_it_is_rewritten(served: ServedApp) -> None:
+    """The manifest changes at every seal; its header must describe the body actually sent."""
+    with served.client() as c:
+        sid = c.post("/record/start", json={"roll_interval_s": 1}).json()["session_id"]
+        deadline = time.monotonic() + 4
+        fetched = set()
+        while time.monotonic() < deadline:
+            answer = c.get(f"/files/{sid}/manifest.json")
+            assert answer.status_code == 200
+            assert answer.headers["X-Content-SHA256"] == _sha(answer.content)
+            fetched.add(len(json.loads(answer.content)["chunks"]))
+        c.post("/record/stop", json={"session_id": sid})
+    assert len(fetched) >= 3, "the manifest should have been rewritten while it was fetched"
+
+
 def test_recording_lifecycle_files_and_tail(served: ServedApp) -> None:
     with served.client() as c:
         started = c.post("/record/start", json={"roll_interval_s": 1, "mission": "lab"})

@@ -97,8 +97,10 @@ async def session_file(
     service: Service,
     session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN)],
     name: Annotated[str, Path(pattern=FILE_NAME_PATTERN)],
-) -> FileResponse:
-    """A sealed chunk or manifest.json; supports Range; `X-Content-SHA256` covers the file."""
-    path, digest = await service.sealed_file(session_id, name)
-    media = "application/json" if name.endswith(".json") else "text/csv"
-    return FileResponse(path, media_type=media, headers={"X-Content-SHA256": digest})
+) -> Response:
+    """A sealed chunk (Range supported) or manifest.json; `X-Content-SHA256` covers the file."""
+    found = await service.session_file(session_id, name)
+    headers = {"X-Content-SHA256": found.sha256}
+    if found.content is not None:
+        return Response(found.content, media_type="application/json", headers=headers)
+    return FileResponse(found.path, media_type="text/csv", headers=headers)
