@@ -21,6 +21,7 @@ from qsensor_core.recording import (
     NotFound,
     OffsetOutOfRange,
     RecorderStopped,
+    RecordingError,
 )
 from qsensor_core.sensor.driver import (
     CommandRejected,
@@ -53,6 +54,7 @@ _ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidState, 409),
     (CommandRejected, 409),
     (SensorError, 503),
+    (RecordingError, 503),  # the recorder failed on disk; the reason says how
 )
 
 
