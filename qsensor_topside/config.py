@@ -118,13 +118,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if vehicles is not None:
         if not isinstance(vehicles, list):
             raise ConfigError(f"{path}: use [[vehicle]] tables with url = ... and optional name")
-        raw["vehicles"] = [_toml_vehicle(path, v) for v in vehicles]
+        raw["vehicles"] = [_toml_vehicle(v) for v in vehicles]
     if "data" in raw:
         raw["data"] = path.parent / Path(str(raw["data"])).expanduser()
     return raw
 
 
-def _toml_vehicle(path: Path, table: Any) -> Any:
+def _toml_vehicle(table: Any) -> Any:
     if isinstance(table, dict) and "url" in table and "name" not in table:
         return {**table, "name": vehicle_name(str(table["url"]))}
     return table

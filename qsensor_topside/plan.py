@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qsensor_core.recording.layout import chunk_name
 from qsensor_topside.remote import (
-    RECORDING,
     RemoteChunk,
     RemoteManifest,
     RemoteSession,
@@ -67,23 +65,6 @@ class ChunkPlan:
     ready: list[FetchChunk]  # to run now, oldest session first, chunks in index order
     waiting: list[tuple[FetchChunk, float]]  # failed before: (action, retry time)
 
-    @property
-    def backlog_bytes(self) -> int:
-        return sum(a.remaining for a in self.ready) + sum(a.remaining for a, _ in self.waiting)
-
-    @property
-    def next_retry_at(self) -> float | None:
-        return min((at for _, at in self.waiting), default=None)
-
-
-@dataclass(frozen=True)
-class TailPosition:
-    """Where to follow a recording session's open chunk: chunk index and byte offset."""
-
-    session_id: str
-    index: int
-    offset: int
-
 
 def manifests_to_refresh(
     remote: Sequence[RemoteSession], local: Mapping[str, LocalSession]
@@ -122,15 +103,6 @@ def plan_chunks(
             else:
                 ready.append(action)
     return ChunkPlan(ready, waiting)
-
-
-def tail_position(session: LocalSession) -> TailPosition | None:
-    """The open chunk to follow while the session records, from the bytes already here."""
-    manifest = session.manifest
-    if manifest is None or manifest.state != RECORDING or manifest.open_index is None:
-        return None
-    index = manifest.open_index
-    return TailPosition(session.session_id, index, session.partial.get(chunk_name(index), 0))
 
 
 def backoff_delay(attempts: int, *, initial: float, maximum: float, jitter: float) -> float:

@@ -84,10 +84,6 @@ class RemoteManifest(BaseModel):
     started_at: str | None = None
     stopped_at: str | None = None
 
-    @property
-    def open_index(self) -> int | None:
-        return chunk_index(self.open_chunk) if self.open_chunk else None
-
 
 class RemoteSession(BaseModel):
     """One entry of `GET /record/sessions`."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 
+from qsensor_core.recording.fsutil import free_bytes
 from qsensor_topside.bwlimit import format_bytes, format_rate
 from qsensor_topside.mirror import REPORT_AFTER_ATTEMPTS, VehicleMirror
 from qsensor_topside.sse import format_event
@@ -56,7 +56,7 @@ class StatusBoard:
             bwlimit_bps=self.bwlimit,
             bandwidth_bps=self.meter.rate(),
             bytes_received=self.meter.total,
-            disk_free_bytes=shutil.disk_usage(self.data_dir).free,
+            disk_free_bytes=free_bytes(self.data_dir),
             min_free_bytes=self.min_free,
             alerts=[a for v in vehicles for a in _alerts(v)],
             vehicles=vehicles,

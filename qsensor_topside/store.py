@@ -12,16 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from qsensor_core.recording.fsutil import HASH_BLOCK, atomic_write_bytes, file_sha256, fsync_dir
+from qsensor_core.recording.fsutil import (
+    HASH_BLOCK,
+    atomic_write_bytes,
+    file_sha256,
+    free_bytes,
+    fsync_dir,
+)
+from qsensor_core.recording.layout import MANIFEST_NAME
 from qsensor_topside.plan import LocalSession
 from qsensor_topside.remote import CHUNK_NAME, RemoteManifest, check_session_id
 
-MANIFEST = "manifest.json"
 PART_SUFFIX = ".part"
 
 
@@ -46,7 +51,7 @@ class VehicleStore:
     def session_ids(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.parent.name for p in self.root.glob(f"*/{MANIFEST}"))
+        return sorted(p.parent.name for p in self.root.glob(f"*/{MANIFEST_NAME}"))
 
     def scan(self, session_id: str) -> LocalSession:
         """The session as the disk holds it: manifest copy, verified chunks, partial chunks."""
@@ -70,7 +75,7 @@ class VehicleStore:
 
     def load_manifest(self, session_id: str) -> RemoteManifest | None:
         """The local manifest copy; None if absent or unreadable (it is then fetched again)."""
-        path = self.session_dir(session_id) / MANIFEST
+        path = self.session_dir(session_id) / MANIFEST_NAME
         try:
             stat = path.stat()
             key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -85,7 +90,7 @@ class VehicleStore:
 
     def save_manifest(self, session_id: str, raw: bytes) -> bool:
         """Keep the Pi's manifest bytes as received; False if they are already the copy."""
-        path = self.session_dir(session_id) / MANIFEST
+        path = self.session_dir(session_id) / MANIFEST_NAME
         try:
             if path.read_bytes() == raw:
                 return False
@@ -131,7 +136,7 @@ class VehicleStore:
         return final
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.root).free
+        return free_bytes(self.root)
 
 
 class PartWriter:

@@ -25,7 +25,6 @@ from qsensor_topside.plan import (
     backoff_delay,
     manifests_to_refresh,
     plan_chunks,
-    tail_position,
 )
 from qsensor_topside.progress import CatchUpBar
 from qsensor_topside.remote import RemoteManifest, RemoteSession, chunk_index
@@ -209,7 +208,7 @@ def test_plan_fetches_every_missing_chunk_in_order() -> None:
         ("b", "chunk_00001.csv", 0),
     ]
     assert plan.waiting == []
-    assert plan.backlog_bytes == 1 + 3 + 5 + 6
+    assert sum(a.remaining for a in plan.ready) == 1 + 3 + 5 + 6
 
 
 def test_failed_chunk_is_retried_not_skipped() -> None:
@@ -220,7 +219,7 @@ def test_failed_chunk_is_retried_not_skipped() -> None:
     before = plan_chunks([session], retries, now=10.0)
     assert names(before.ready) == [("s", "chunk_00002.csv", 0)]
     assert names(a for a, _ in before.waiting) == [("s", "chunk_00001.csv", 0)]
-    assert before.next_retry_at == 50.0
+    assert [at for _, at in before.waiting] == [50.0]
     # a later chunk verified meanwhile does not move any mark past the failed one
     later = LocalSession(
         "s",
@@ -241,7 +240,6 @@ def test_last_chunk_of_a_stopped_session_is_fetched() -> None:
     )
     plan = plan_chunks([session], {}, now=0)
     assert names(plan.ready) == [("s", "chunk_00002.csv", 4)]
-    assert tail_position(session) is None  # stopped: nothing left to tail
 
 
 def test_restart_resumes_part_files_and_restarts_bad_ones() -> None:
@@ -262,16 +260,6 @@ def test_restart_resumes_part_files_and_restarts_bad_ones() -> None:
 
 def test_sessions_without_a_manifest_copy_wait_for_it() -> None:
     assert plan_chunks([LocalSession("s")], {}, now=0).ready == []
-
-
-def test_tail_position_follows_the_open_chunk_from_bytes_held() -> None:
-    session = LocalSession(
-        "s", manifest("s", "recording", [10, 10], 2), partial={"chunk_00002.csv": 321}
-    )
-    position = tail_position(session)
-    assert (position.session_id, position.index, position.offset) == ("s", 2, 321)
-    fresh = LocalSession("s", manifest("s", "recording", [], 0))
-    assert tail_position(fresh).offset == 0
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
