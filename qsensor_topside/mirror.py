@@ -308,8 +308,8 @@ class VehicleMirror:
                 self._note_rows(session_id, read.body)
             if not read.sealed:
                 return len(read.body) >= TAIL_MORE_BYTES
-            if read.size is not None and read.next_offset < read.size:
-                return True
+            if read.body and read.size is not None and read.next_offset < read.size:
+                return True  # more to read; with no bytes at all it is left to sync's Range
             await self._finish_tailed(session_id, name, read.next_offset, read.size, read.sha256)
             self._tail_at[session_id] = index + 1
             return True
