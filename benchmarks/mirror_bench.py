@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.pi_harness import cpu_seconds
 from qsensor_core.clock import iso_utc
 from qsensor_core.recording.csv_format import HEADER_BYTES, ChunkTally
 from qsensor_core.recording.layout import chunk_name, new_session_id
@@ -134,13 +135,6 @@ def start_recording(url: str, roll_interval_s: float) -> str:
 
 def vehicle(status_url: str) -> dict:
     return httpx.get(status_url, timeout=10).json()["vehicles"][0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (/proc/<pid>/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
