@@ -65,6 +65,9 @@ class ServiceSettings:
     startup_retry_s: float = 5.0
 
 
+_LINK_DOWN = frozenset({DriverState.DISCONNECTED, DriverState.CONNECTING, DriverState.RECONNECTING})
+
+
 async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
@@ -240,6 +243,11 @@ class PiService:
     def driver_state(self) -> DriverState:
         sensor = self._sensor
         return sensor.state if sensor is not None else DriverState.DISCONNECTED
+
+    @property
+    def link_up(self) -> bool:
+        """The device answers: connecting and reconnecting are not connected yet."""
+        return self.driver_state not in _LINK_DOWN
 
     def _require_sensor(self) -> AsyncSensor:
         sensor = self._sensor
@@ -426,7 +434,7 @@ class PiService:
                 "started_at": self._started_at,
             }
         return {
-            "connected": self.driver_state != DriverState.DISCONNECTED,
+            "connected": self.link_up,
             "recording": recorder is not None,
             "sensor_id": config.serial_number if config is not None else None,
             "mode": config.mode if config is not None else None,
@@ -445,7 +453,7 @@ class PiService:
         driver = self._driver
         config = driver.config if driver is not None else None
         return {
-            "connected": self.driver_state != DriverState.DISCONNECTED,
+            "connected": self.link_up,
             "port": driver.port if driver is not None else None,
             "model": config.description if config is not None else None,
             "firmware": config.firmware if config is not None else None,
