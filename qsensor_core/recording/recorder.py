@@ -70,6 +70,7 @@ _BUFFER_LIMIT = 64 * 1024  # buffered bytes that trigger a write to the OS
 _APPEND_FLUSH_NS = 1_000_000_000  # an append writes the buffer out when it is this old
 _TICK_FLUSH_NS = 500_000_000  # the recorder thread writes it out when it is this old
 _TICK_S = 0.2
+_SYNC_NS = 1_000_000_000  # the open chunk is fdatasync'ed this often: a power cut loses ~1 s
 _DISK_CHECK_NS = 1_000_000_000
 _RESERVE_MIN_BYTES = 256 * 1024
 _MAX_TEXT = 200
@@ -304,6 +305,8 @@ class SessionRecorder:
         self._parts: list[bytes] = []
         self._parts_bytes = 0
         self._last_flush_ns = clock.monotonic_ns()
+        self._unsynced = False  # rows written to the open chunk since its last fdatasync
+        self._last_sync_ns = clock.monotonic_ns()
         self._next_seq = 0
         self._readings = 0
         self._markers = 0
@@ -469,6 +472,8 @@ class SessionRecorder:
             write_all(self._open.fd, data)
         except OSError as exc:
             self._fail_io_locked(exc, f"writing {open_chunk_name(self._open.index)}")
+        else:
+            self._unsynced = True
 
     def _roll_locked(self) -> bool:
         """Switch appends to a new chunk; the old one waits in `_pending` for the thread to seal."""
@@ -536,15 +541,31 @@ class SessionRecorder:
     def _tick(self) -> None:
         self._seal_pending(announce=True)
         now = self._clock.monotonic_ns()
+        sync: _OpenChunk | None = None
         with self._lock:
             if self._state == "recording" and self._open is not None:
                 if self._parts and now - self._last_flush_ns >= _TICK_FLUSH_NS:
                     self._drain_locked()
                 if now >= self._open.deadline_ns:
                     self._roll_locked()
+                chunk = self._open
+                due = self._unsynced and now - self._last_sync_ns >= _SYNC_NS
+                if due and chunk is not None and not self._failed:
+                    sync, self._unsynced, self._last_sync_ns = chunk, False, now
+        if sync is not None:
+            self._sync_open(sync)
         self._seal_pending(announce=True)
         if now - self._last_disk_check_ns >= _DISK_CHECK_NS:
             self._check_disk(now)
+
+    def _sync_open(self, chunk: _OpenChunk) -> None:
+        """fdatasync outside the lock, so appends never wait for the card; only this thread
+        closes chunk files (when sealing), so the descriptor stays valid meanwhile."""
+        try:
+            os.fdatasync(chunk.fd)
+        except OSError as exc:
+            with self._lock:
+                self._fail_io_locked(exc, f"syncing {open_chunk_name(chunk.index)}")
 
     def _check_disk(self, now: int) -> None:
         self._last_disk_check_ns = now
