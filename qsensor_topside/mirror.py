@@ -256,17 +256,18 @@ class VehicleMirror:
         failures = 0
         while True:
             self._wake_tail.clear()
-            busy = False
+            busy = failed = False
             try:
                 for session_id in self._recording():
-                    busy |= await self._tail_step(session_id)
-                failures = 0
+                    try:
+                        busy |= await self._tail_step(session_id)
+                    except (PiError, OSError) as exc:  # this session's only: the others go on
+                        self._note_error(exc)
+                        failed = True
             except LINK_ERRORS as exc:
                 self._link_failed(exc)
-                failures += 1
-            except (PiError, OSError) as exc:
-                self._note_error(exc)
-                failures += 1
+                failed = True
+            failures = failures + 1 if failed else 0
             if not busy:
                 delay = self.config.tail_interval * min(2**failures, 4)
                 await _wait(self._wake_tail, delay)
