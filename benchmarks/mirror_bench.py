@@ -34,6 +34,7 @@ import httpx
 
 from benchmarks.pi_harness import cpu_seconds
 from qsensor_core.clock import iso_utc
+from qsensor_core.processes import stop_process
 from qsensor_core.recording.csv_format import HEADER_BYTES, ChunkTally
 from qsensor_core.recording.layout import chunk_name, new_session_id
 from qsensor_core.recording.manifest import ChunkInfo, Manifest, write_manifest
@@ -77,13 +78,7 @@ class Child:
             for task in Path(f"/proc/{self.proc.pid}/task").glob("*/children")
             for pid in task.read_text().split()
         ]
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         for pid in children:  # the Pi's simulator outlives a signalled service
             try:
                 os.kill(pid, signal.SIGKILL)

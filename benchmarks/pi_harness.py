@@ -20,6 +20,8 @@ from typing import IO
 
 import httpx
 
+from qsensor_core.processes import stop_process
+
 STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -157,13 +159,8 @@ class PiService:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            stop_process(proc, STOP_TIMEOUT_S)
         if self._out is not None:
             self._out.close()
 

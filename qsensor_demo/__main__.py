@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+
+from qsensor_core.processes import stop_process
 
 VEHICLE = "rov"
 
@@ -40,13 +41,7 @@ def _process(name: str, args: list[str], log: Path) -> Iterator[subprocess.Popen
         try:
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 15)
             print(f"{name} stopped (exit {proc.returncode}); its log: {log}")
 
 

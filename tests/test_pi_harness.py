@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 
 from qsensor_core.clock import Clock
+from qsensor_core.processes import stop_process
 from qsensor_core.simulator.process import SimulatorProcess
 from qsensor_pi.app import create_app
 from qsensor_pi.cli import listen_socket
@@ -106,13 +107,7 @@ class ServiceProcess:
         self._drain.join(5)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 20)
         self._drain.join(5)  # all of its output read
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from qsensor_core.processes import stop_process
 from qsensor_core.recording.csv_format import parse_chunk
 
 FAST_SIM = ("--sim-averaging", "5", "--sim-adc-rate", "125", "--sim-time-scale", "0.05")
@@ -57,13 +58,7 @@ class _Child:
         self._out.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc, 15)
         self._out.close()
 
 
