@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.pi_harness import BenchError, PiService, exit_on_sigterm, machine
+from benchmarks.pi_harness import BenchError, PiService, exit_on_sigterm, machine, quantile
 from qsensor_core.simulator.process import SimulatorProcess
 
 TARGET_MS = 100.0
@@ -205,10 +205,6 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-def _quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
 def print_table(results: Sequence[PhaseResult]) -> None:
     head = (
         f"{'phase':<12} {'client':<12} {'requests':>8} {'req/s':>6} "
@@ -223,7 +219,7 @@ def print_table(results: Sequence[PhaseResult]) -> None:
                 continue
             print(
                 f"{phase.name:<12} {label:<12} {len(ms):>8} {len(ms) / phase.seconds:>6.0f} "
-                f"{_quantile(ms, 0.5):>6.2f}ms {_quantile(ms, 0.95):>6.2f}ms {max(ms):>6.1f}ms"
+                f"{quantile(ms, 0.5):>6.2f}ms {quantile(ms, 0.95):>6.2f}ms {max(ms):>6.1f}ms"
             )
     for phase in results:
         if phase.note:

@@ -29,6 +29,7 @@ from benchmarks.pi_harness import (
     child_pid,
     exit_on_sigterm,
     machine,
+    quantile,
 )
 from qsensor_core.simulator.process import SimulatorProcess
 
@@ -247,12 +248,6 @@ def run_rate(rate: Rate, seconds: float) -> RunResult:
     )
 
 
-def _quantile(values: list[float], q: float) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
-
-
 def print_table(results: Sequence[RunResult]) -> None:
     head = (
         f"{'nominal/s':>9} {'emitted':>8} {'recorded':>8} {'lost':>5} {'dup':>4} {'bad':>4} "
@@ -265,7 +260,7 @@ def print_table(results: Sequence[RunResult]) -> None:
         print(
             f"{r.rate.lines_per_s:>9.0f} {c.emitted:>8} {c.recorded:>8} {c.lost:>5} "
             f"{c.duplicated:>4} {c.unmatched:>4} {r.lines_per_s:>8.1f} "
-            f"{_quantile(c.lag_ms, 0.5):>6.1f}ms {max(c.lag_ms, default=0):>6.1f}ms "
+            f"{quantile(c.lag_ms, 0.5):>6.1f}ms {max(c.lag_ms, default=0):>6.1f}ms "
             f"{r.service_cpu:>7.1f}% {r.simulator_cpu:>7.1f}%"
         )
 

@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -174,3 +175,10 @@ class PiService:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile (0 < q < 1) of `values`, NaN when there are none."""
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
