@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
 
 from qsensor_core.sensor.models import Reading
 
@@ -38,27 +37,3 @@ class ReadingRing:
     def since(self, mono_ns: int) -> list[Reading]:
         with self._lock:
             return [r for r in self._rows if r.mono_ns >= mono_ns]
-
-
-def reading_json(reading: Reading) -> dict[str, Any]:
-    """The reading as the API shows it: field names of the existing Cockpit integration."""
-    return {
-        "timestamp": reading.timestamp,
-        "sensor_id": reading.sensor_id,
-        "mode": reading.mode,
-        "value": reading.value,
-        "TempC": reading.temp_c,
-        "Vin": reading.vin,
-        "seq": reading.seq,
-        "pi_monotonic_ns": reading.mono_ns,
-    }
-
-
-def datalake_frames(reading: dict[str, Any]) -> list[str]:
-    """`name=value` text frames (from `reading_json`) for Cockpit's WebSocket data lake."""
-    frames = [f"qsensor_value={reading['value']}"]
-    if reading.get("TempC") is not None:
-        frames.append(f"qsensor_temp={reading['TempC']}")
-    if reading.get("Vin") is not None:
-        frames.append(f"qsensor_vin={reading['Vin']}")
-    return frames

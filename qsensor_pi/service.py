@@ -41,7 +41,7 @@ from qsensor_pi import views
 from qsensor_pi.errors import Conflict, InvalidArgument
 from qsensor_pi.events import Event, EventHub
 from qsensor_pi.ports import check_port
-from qsensor_pi.readings import ReadingRing, reading_json
+from qsensor_pi.readings import ReadingRing
 from qsensor_pi.schemas import ConfigRequest, RecordStartRequest, SyncMarkerRequest
 
 log = logging.getLogger("qsensor_pi")
@@ -181,7 +181,7 @@ class PiService:
             self.settings.reading_event_interval_s * 1e9
         ):
             self._last_reading_event_ns = reading.mono_ns
-            self.hub.publish(Event("reading", reading_json(reading)))
+            self.hub.publish(Event("reading", views.reading_json(reading)))
 
     def _on_driver_event(self, driver: SensorDriver, event: DriverEvent) -> None:
         if driver is not self._driver:
@@ -463,11 +463,11 @@ class PiService:
 
     def latest(self) -> dict[str, Any]:
         reading = self.ring.latest()
-        return reading_json(reading) if reading is not None else {}
+        return views.reading_json(reading) if reading is not None else {}
 
     def recent(self, seconds: float) -> list[dict[str, Any]]:
         horizon = self.clock.monotonic_ns() - int(seconds * 1e9)
-        return [reading_json(r) for r in self.ring.since(horizon)]
+        return [views.reading_json(r) for r in self.ring.since(horizon)]
 
     # ---- recording --------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from qsensor_core.recording import (
     chunk_name,
 )
 from qsensor_core.sensor.driver import SensorDriver
-from qsensor_core.sensor.models import SensorConfig
+from qsensor_core.sensor.models import Reading, SensorConfig
 from qsensor_pi.events import Event
 
 
@@ -164,3 +164,27 @@ def tail_answer(index: int, tail: TailRead) -> TailAnswer:
         if tail.sha256 is not None:
             headers["X-Content-SHA256"] = tail.sha256
     return TailAnswer(tail.data, headers)
+
+
+def reading_json(reading: Reading) -> dict[str, Any]:
+    """The reading as the API shows it: field names of the existing Cockpit integration."""
+    return {
+        "timestamp": reading.timestamp,
+        "sensor_id": reading.sensor_id,
+        "mode": reading.mode,
+        "value": reading.value,
+        "TempC": reading.temp_c,
+        "Vin": reading.vin,
+        "seq": reading.seq,
+        "pi_monotonic_ns": reading.mono_ns,
+    }
+
+
+def datalake_frames(reading: dict[str, Any]) -> list[str]:
+    """`name=value` text frames (from `reading_json`) for Cockpit's WebSocket data lake."""
+    frames = [f"qsensor_value={reading['value']}"]
+    if reading.get("TempC") is not None:
+        frames.append(f"qsensor_temp={reading['TempC']}")
+    if reading.get("Vin") is not None:
+        frames.append(f"qsensor_vin={reading['Vin']}")
+    return frames

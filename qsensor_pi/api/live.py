@@ -13,8 +13,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from qsensor_pi.api import service_of
 from qsensor_pi.events import Event, SubscriberOverflow
-from qsensor_pi.readings import datalake_frames
 from qsensor_pi.service import PiService
+from qsensor_pi.views import datalake_frames
 
 router = APIRouter(tags=["live"])
 Service = Annotated[PiService, Depends(service_of)]
